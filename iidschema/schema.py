@@ -1,0 +1,438 @@
+"""The ``.iid`` format, declared once with `construct`.
+
+This module is the single source of truth for the byte layout.  Everything
+that touches bytes elsewhere in the library *derives* from the declarations
+here instead of keeping a second, hand-written copy of the layout:
+
+* :func:`dtype_of` turns a fixed-size :class:`construct.Struct` into a numpy
+  structured dtype (the zero-copy LUT view, vectorised segment heads);
+* :func:`format_of` turns the same Struct into a :mod:`struct` format string
+  (the per-record fast path of the reader and the writer);
+* the construct objects themselves parse and build headers, metadata and
+  groups, and :data:`File` parses or builds a whole file (used by tests to
+  prove that the fast paths agree with the declarations).
+
+The header's ``version`` field dispatches (:class:`construct.Switch`) to the
+layout of that version.  An unknown version raises
+:class:`~iidschema.errors.IIDVersionError`: construct's ``Switch`` would
+silently parse nothing by default, so the default branch raises.
+
+Never call ``.compile()`` on these declarations to parse untrusted files: the
+compiled parsers skip the checks that keep malformed files out.
+
+Version 0 is what ``iidfile`` 0.2.0 writes, byte for byte (see
+``docs/FORMAT.md`` for where that differs from its README's BNF).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+from construct import (
+    Adapter,
+    Array,
+    Bytes,
+    Construct,
+    FixedSized,
+    FormatField,
+    GreedyBytes,
+    Int16ul,
+    Int32ul,
+    Peek,
+    Pointer,
+    Prefixed,
+    Renamed,
+    Struct,
+    Subconstruct,
+    Switch,
+    Tell,
+    this,
+)
+from construct.core import stream_tell
+
+from .errors import IIDFormatError, IIDVersionError
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "dtype_of",
+    "format_of",
+    "sizeof",
+    "Json",
+    "ToEnd",
+    "StructArray",
+    "Version",
+    "BufLoc0",
+    "Header0",
+    "LutEntry0",
+    "IIDHead0",
+    "IIDRecord0",
+    "Groups0",
+    "SegmentHead0",
+    "RegionHead0",
+    "Region0",
+    "Segment0",
+    "GroupKey0",
+    "Header",
+    "File0",
+    "File",
+    "packed_len",
+]
+
+# --------------------------------------------------------------------------
+# Helpers that derive fast-path layouts from the declarations
+# --------------------------------------------------------------------------
+
+def _unwrap(con: Construct) -> Construct:
+    while isinstance(con, Renamed):
+        con = con.subcon
+    return con
+
+
+def format_of(con: Construct) -> str:
+    """The :mod:`struct` format of a fixed-size, flat declaration.
+
+    Works for a :class:`FormatField` or a Struct whose fields are FormatFields
+    or nested Structs of them (flattened in declaration order).
+    """
+    con = _unwrap(con)
+    if isinstance(con, FormatField):
+        return con.fmtstr
+    if isinstance(con, Struct):
+        order = None
+        codes = []
+        for sub in con.subcons:
+            fmt = format_of(sub)
+            if order is None:
+                order = fmt[0]
+            elif fmt[0] != order:
+                raise TypeError("mixed byte orders in one struct")
+            codes.append(fmt[1:])
+        return (order or "<") + "".join(codes)
+    raise TypeError(f"no fixed struct format for {con!r}")
+
+
+def dtype_of(con: Construct) -> np.dtype:
+    """The numpy dtype of a fixed-size declaration (nested Structs nest).
+
+    Field names and order come from the declaration, so a numpy view of a
+    table and a construct parse of one row always agree.
+    """
+    con = _unwrap(con)
+    if isinstance(con, FormatField):
+        order, code = con.fmtstr[0], con.fmtstr[1:]
+        # struct's standard sizes ("<L" is 4 bytes) differ from numpy's
+        # native C sizes ("L" is a C long), so map codes by meaning.
+        return np.dtype(_STRUCT_TO_NUMPY[code]).newbyteorder(order)
+    if isinstance(con, Struct):
+        fields = []
+        for sub in con.subcons:
+            if sub.name is None:
+                raise TypeError("anonymous field in a struct used as a dtype")
+            fields.append((sub.name, dtype_of(sub)))
+        dt = np.dtype(fields)
+        if dt.itemsize != con.sizeof():
+            raise TypeError("declaration and dtype sizes disagree")
+        return dt
+    raise TypeError(f"no numpy dtype for {con!r}")
+
+
+_STRUCT_TO_NUMPY = {
+    "B": "u1", "b": "i1", "H": "u2", "h": "i2", "I": "u4", "L": "u4",
+    "i": "i4", "l": "i4", "Q": "u8", "q": "i8", "e": "f2", "f": "f4", "d": "f8",
+}
+
+
+def sizeof(con: Construct) -> int:
+    """Byte size of a fixed-size declaration."""
+    return con.sizeof()
+
+
+def packed_len(height: int, width: int) -> int:
+    """Bytes of ``numpy.packbits`` of a ``height x width`` mask."""
+    return (height * width + 7) // 8
+
+
+# --------------------------------------------------------------------------
+# Small custom constructs
+# --------------------------------------------------------------------------
+
+class _JsonAdapter(Adapter):
+    """Raw UTF-8 JSON bytes <-> Python object.
+
+    Built with :func:`json.dumps` defaults (``ensure_ascii=True``, separators
+    ``", "``/``": "``), which is what iidfile 0.2.0 writes: keeping them makes
+    our version-0 output byte-identical.
+    """
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> Any:
+        try:
+            return json.loads(bytes(obj).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IIDFormatError(f"invalid JSON: {exc}") from None
+
+    def _encode(self, obj: Any, context: Any, path: str) -> bytes:
+        return json.dumps(obj).encode("utf-8")
+
+
+def Json(subcon: Construct = GreedyBytes) -> Construct:
+    """JSON stored in the bytes of ``subcon`` (raw, no prefix by default)."""
+    return _JsonAdapter(subcon)
+
+
+class ToEnd(Subconstruct):
+    """Repeat ``subcon`` until the (sub)stream is exhausted.
+
+    Unlike :class:`construct.GreedyRange` this never swallows an error: a
+    damaged element raises instead of silently ending the list.  Used for
+    the regions of a segment, whose count is implicit in version 0.
+    """
+
+    def _parse(self, stream, context, path):
+        start = stream_tell(stream, path)
+        end = stream.seek(0, 2)
+        stream.seek(start)
+        items = []
+        while stream_tell(stream, path) < end:
+            items.append(self.subcon._parsereport(stream, context, path))
+        return items
+
+    def _build(self, obj, stream, context, path):
+        for item in obj:
+            self.subcon._build(item, stream, context, path)
+        return obj
+
+    def _sizeof(self, context, path):
+        raise NotImplementedError("ToEnd has no fixed size")
+
+
+class StructArray(Construct):
+    """``count`` fixed-size records as a zero-copy numpy structured array.
+
+    ``Array(n, Struct(...))`` builds one Python container per row, which is
+    unusable for a million-row lookup table.  This construct keeps the row
+    declaration (``subcon``) as the source of truth, derives the dtype from
+    it, and on parse returns ``numpy.frombuffer`` over the buffer passed to
+    ``parse_stream(..., buffer=...)`` (the mmap) when there is one, so the
+    table is a view, not a copy.  Building accepts a structured array of that
+    dtype (or a list of dicts).
+    """
+
+    def __init__(self, count, subcon: Construct):
+        super().__init__()
+        self.count = count
+        self.subcon = subcon
+        self.dtype = dtype_of(subcon)
+
+    def _count(self, context) -> int:
+        count = self.count(context) if callable(self.count) else self.count
+        if count < 0:
+            raise IIDFormatError("negative record count")
+        return count
+
+    def _parse(self, stream, context, path):
+        count = self._count(context)
+        size = count * self.dtype.itemsize
+        start = stream_tell(stream, path)
+        buffer = context._params.get("buffer") if hasattr(context, "_params") else None
+        if buffer is not None:
+            if start + size > len(buffer):
+                raise IIDFormatError("table runs past the end of the buffer", offset=start)
+            stream.seek(start + size)
+            return np.frombuffer(buffer, dtype=self.dtype, count=count, offset=start)
+        data = stream.read(size)
+        if len(data) != size:
+            raise IIDFormatError("table runs past the end of the buffer", offset=start)
+        return np.frombuffer(data, dtype=self.dtype, count=count)
+
+    def _build(self, obj, stream, context, path):
+        arr = obj if isinstance(obj, np.ndarray) else _records(obj, self.dtype)
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        stream.write(arr.tobytes())
+        return arr
+
+    def _sizeof(self, context, path):
+        return self._count(context) * self.dtype.itemsize
+
+
+def _records(rows, dtype: np.dtype) -> np.ndarray:
+    out = np.zeros(len(rows), dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i] = _as_tuple(row, dtype)
+    return out
+
+
+def _as_tuple(row, dtype):
+    if dtype.names is None:
+        return row
+    return tuple(_as_tuple(row[name], dtype.fields[name][0]) for name in dtype.names)
+
+
+class _UnsupportedVersion(Construct):
+    """Default branch of the version switch: always raises."""
+
+    def __init__(self, supported):
+        super().__init__()
+        self.supported = tuple(supported)
+
+    def _parse(self, stream, context, path):
+        raise IIDVersionError(context.version, self.supported)
+
+    def _build(self, obj, stream, context, path):
+        raise IIDVersionError(context.version, self.supported)
+
+    def _sizeof(self, context, path):
+        raise IIDVersionError(context.version, self.supported)
+
+
+# --------------------------------------------------------------------------
+# Common types (seed BNF: "Common types")
+# --------------------------------------------------------------------------
+#   uint16 ::= 2 byte    uint32 ::= 4 byte    (little-endian, see FORMAT.md)
+#   key    ::= uint32    area ::= uint32       len ::= uint32
+#   bufloc ::= uint32 uint32                   offset, length
+#   bbox   ::= uint16*4                        minr, minc, maxr, maxc
+
+Version = Int32ul
+Key0 = Int32ul
+Area0 = Int32ul
+BufLoc0 = Struct("offset" / Int32ul, "length" / Int32ul)
+BBox0 = Struct("minr" / Int16ul, "minc" / Int16ul, "maxr" / Int16ul, "maxc" / Int16ul)
+
+#: Largest coordinate / offset a version-0 field can hold.
+MAX_COORD_V0 = 0xFFFF
+MAX_U32 = 0xFFFFFFFF
+
+# --------------------------------------------------------------------------
+# Version 0 (iidfile 0.2.0)
+# --------------------------------------------------------------------------
+#   header ::= version rformat bufloc_lut bufloc_iids bufloc_meta
+#              bufloc_groups bufloc_segs          (12 x uint32, absolute offsets)
+Header0 = Struct(
+    "version" / Version,
+    "rformat" / Int32ul,
+    "lut" / BufLoc0,
+    "iids" / BufLoc0,
+    "meta" / BufLoc0,
+    "groups" / BufLoc0,
+    "segs" / BufLoc0,
+)
+HEADER0_SIZE = Header0.sizeof()  # 48
+
+#   lut ::= { key iid seg }   iid, seg ::= bufloc, offsets relative to their section
+LutEntry0 = Struct("key" / Key0, "iid" / BufLoc0, "seg" / BufLoc0)
+
+#   iid record ::= key len len bytes bytes       key, domain_len, address_len, domain, address
+IIDHead0 = Struct("key" / Key0, "domain_len" / Int32ul, "address_len" / Int32ul)
+IIDRecord0 = Struct(
+    "key" / Key0,
+    "domain_len" / Int32ul,
+    "address_len" / Int32ul,
+    "domain" / Bytes(this.domain_len),
+    "address" / Bytes(this.address_len),
+)
+
+#   meta ::= raw json bytes, NO length prefix (the header gives the length)
+Meta0 = Json(GreedyBytes)
+
+#   groups ::= len json { group }   group ::= { key }
+#   json: list of {"name", "offset", "length"}, offsets relative to the first
+#   byte after the json.
+GroupKey0 = Int32ul
+Groups0 = Struct(
+    "table" / Prefixed(Int32ul, Json(GreedyBytes)),
+    "data_start" / Tell,
+    "data" / GreedyBytes,
+)
+
+#   segment ::= key bbox area { region }   (regions until the LUT length is used up)
+#   region  ::= len bbox { byte }          len counts its own 4 bytes;
+#                                          bbox absolute; packbits of the mask
+SegmentHead0 = Struct("key" / Key0, "bbox" / BBox0, "area" / Area0)
+RegionHead0 = Struct("len" / Int32ul, "bbox" / BBox0)
+REGION_HEAD0_SIZE = RegionHead0.sizeof()  # 12
+
+
+class _RegionBits(Construct):
+    """The packbits payload of a region: ``len - 12`` bytes, which must be
+    exactly ``ceil(h*w/8)`` for the region's bbox."""
+
+    def _parse(self, stream, context, path):
+        n = context.len - REGION_HEAD0_SIZE
+        b = context.bbox
+        h, w = b.maxr - b.minr, b.maxc - b.minc
+        if n < 0 or h <= 0 or w <= 0 or n != packed_len(h, w):
+            raise IIDFormatError("region length does not match its bbox", offset=stream_tell(stream, path))
+        data = stream.read(n)
+        if len(data) != n:
+            raise IIDFormatError("region runs past its segment", offset=stream_tell(stream, path))
+        return data
+
+    def _build(self, obj, stream, context, path):
+        stream.write(obj)
+        return obj
+
+    def _sizeof(self, context, path):
+        raise NotImplementedError
+
+
+Region0 = Struct("len" / Int32ul, "bbox" / BBox0, "mask" / _RegionBits())
+Segment0 = Struct(
+    "key" / Key0,
+    "bbox" / BBox0,
+    "area" / Area0,
+    "regions" / ToEnd(Region0),
+)
+
+#   file ::= header lut iids meta groups segments
+File0 = Struct(
+    "header" / Header0,
+    "lut" / Pointer(this.header.lut.offset, StructArray(this.header.lut.length // LutEntry0.sizeof(), LutEntry0)),
+    "iids" / Array(
+        this.header.lut.length // LutEntry0.sizeof(),
+        Pointer(
+            lambda ctx: ctx.header.iids.offset + int(ctx.lut[ctx._index]["iid"]["offset"]),
+            FixedSized(lambda ctx: int(ctx.lut[ctx._index]["iid"]["length"]), IIDRecord0),
+        ),
+    ),
+    "meta" / Pointer(this.header.meta.offset, FixedSized(this.header.meta.length, Meta0)),
+    "groups" / Pointer(this.header.groups.offset, FixedSized(this.header.groups.length, Groups0)),
+    "segs" / Array(
+        this.header.lut.length // LutEntry0.sizeof(),
+        Pointer(
+            lambda ctx: ctx.header.segs.offset + int(ctx.lut[ctx._index]["seg"]["offset"]),
+            FixedSized(lambda ctx: int(ctx.lut[ctx._index]["seg"]["length"]), Segment0),
+        ),
+    ),
+)
+
+# --------------------------------------------------------------------------
+# Version dispatch
+# --------------------------------------------------------------------------
+
+#: Header layouts by version; extended by later versions below.
+HEADERS: dict[int, Construct] = {0: Header0}
+FILES: dict[int, Construct] = {0: File0}
+
+SUPPORTED_VERSIONS: tuple[int, ...] = tuple(sorted(HEADERS))
+
+Header = Struct(
+    "version" / Peek(Version),
+    "body" / Switch(this.version, HEADERS, default=_UnsupportedVersion(SUPPORTED_VERSIONS)),
+)
+
+File = Struct(
+    "version" / Peek(Version),
+    "body" / Switch(this.version, FILES, default=_UnsupportedVersion(SUPPORTED_VERSIONS)),
+)
+
+# Fast-path formats derived from the declarations above.
+HEADER0 = struct.Struct(format_of(Header0))
+LUT0_DTYPE = dtype_of(LutEntry0)
+IID_HEAD0 = struct.Struct(format_of(IIDHead0))
+SEG_HEAD0 = struct.Struct(format_of(SegmentHead0))
+SEG_HEAD0_DTYPE = dtype_of(SegmentHead0)
+REGION_HEAD0 = struct.Struct(format_of(RegionHead0))
+GROUP_KEY0_DTYPE = dtype_of(GroupKey0)
