@@ -1,0 +1,231 @@
+"""In-memory objects: IIDs, regions, segments and entries.
+
+Attribute names follow iidfile 0.2.0 (``entry.key``, ``entry.iid.address``,
+``entry.iid.domain``, ``entry.seg.bbox``, ``entry.seg.area``,
+``entry.seg.mask()``, ``entry.seg.regions()``) so that code written for the
+reference keeps working.  Region masks are decoded only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+from .masks import compose_mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .iidfile import IIDFile
+
+__all__ = ["IID", "Region", "Regions", "Segment", "Entry", "BBox"]
+
+BBox = tuple[int, int, int, int]
+
+
+def bbox_to_xywh(bbox: BBox, center: bool = False) -> tuple[float, float, float, float]:
+    minr, minc, maxr, maxc = bbox
+    x, y, w, h = minc, minr, maxc - minc, maxr - minr
+    if center:
+        return x + w / 2.0, y + h / 2.0, w, h
+    return x, y, w, h
+
+
+def bboxes_intersect(a: BBox, b: BBox) -> bool:
+    """Half-open boxes share at least one pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class IID:
+    """An Individual IDentifier: raw ``address`` bytes in a ``domain``.
+
+    A zero-length domain is ``b""`` (iidfile 0.2.0 returned ``None``).
+    """
+
+    __slots__ = ("key", "address", "domain")
+
+    def __init__(self, address: bytes, domain: bytes = b"", key: int | None = None):
+        self.key = key
+        self.address = address
+        self.domain = domain
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IID):
+            return NotImplemented
+        return (self.address, self.domain) == (other.address, other.domain)
+
+    def __hash__(self) -> int:
+        return hash((self.address, self.domain))
+
+    def __repr__(self) -> str:
+        return f"IID(address={self.address!r}, domain={self.domain!r})"
+
+
+class Region:
+    """One 8-connected component of a segment: absolute bbox + encoded pixels.
+
+    ``mask`` (bool, shape of the bbox) is decoded from ``payload`` with the
+    codec ``codec`` on first access, and kept.
+    """
+
+    __slots__ = ("bbox", "codec", "payload", "_mask")
+
+    def __init__(self, bbox: BBox, mask: np.ndarray | None = None, *, codec: int = 0, payload: bytes | memoryview | None = None):
+        self.bbox = tuple(int(v) for v in bbox)
+        self.codec = codec
+        self.payload = payload
+        self._mask = mask
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        minr, minc, maxr, maxc = self.bbox
+        return (maxr - minr, maxc - minc)
+
+    @property
+    def mask(self) -> np.ndarray:
+        if self._mask is None:
+            from .codecs import get_codec
+
+            self._mask = get_codec(self.codec).decode(self.payload, self.shape)
+        return self._mask
+
+    def encoded(self, codec: int) -> bytes | memoryview:
+        """The payload in ``codec``, re-encoding only when it differs."""
+        if self.payload is not None and self.codec == codec:
+            return self.payload
+        from .codecs import get_codec
+
+        return get_codec(codec).encode(self.mask)
+
+    def bbox_xywh(self, center: bool = False):
+        return bbox_to_xywh(self.bbox, center)
+
+    def __repr__(self) -> str:
+        return f"Region(bbox={self.bbox})"
+
+
+class Regions(list):
+    """The regions of a segment.  A list that is also callable (``seg.regions()``
+    returns the list, as in iidfile 0.2.0)."""
+
+    def __call__(self) -> "Regions":
+        return self
+
+
+class Segment:
+    """A binary mask placed on the image by ``bbox`` (minr, minc, maxr, maxc;
+    max exclusive), stored as regions.  ``area`` is the stored pixel count."""
+
+    __slots__ = ("key", "bbox", "area", "regions")
+
+    def __init__(self, key: int | None, bbox: BBox, area: int, regions: Regions):
+        self.key = key
+        self.bbox = tuple(int(v) for v in bbox)
+        self.area = int(area)
+        self.regions = regions
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        minr, minc, maxr, maxc = self.bbox
+        return (maxr - minr, maxc - minc)
+
+    def mask(self, bbox: BBox | None = None) -> np.ndarray:
+        """The segment mask (bool, shape of ``self.bbox``), or its crop to ``bbox``
+        (image coordinates, as in iidfile 0.2.0)."""
+        full = compose_mask(self.bbox, [(r.bbox, r.mask) for r in self.regions])
+        if bbox is None:
+            return full
+        minr, minc, maxr, maxc = bbox
+        y, x = self.bbox[0], self.bbox[1]
+        return full[max(0, minr - y) : max(0, maxr - y), max(0, minc - x) : max(0, maxc - x)]
+
+    def covers(self, row: int, col: int) -> bool:
+        """True when the mask has pixel (row, col) set."""
+        for r in self.regions:
+            minr, minc, maxr, maxc = r.bbox
+            if minr <= row < maxr and minc <= col < maxc and r.mask[row - minr, col - minc]:
+                return True
+        return False
+
+    def intersects_bbox(self, bbox: BBox) -> bool:
+        """True when at least one mask pixel lies inside ``bbox``."""
+        if not bboxes_intersect(self.bbox, bbox):
+            return False
+        minr, minc, maxr, maxc = bbox
+        for r in self.regions:
+            if not bboxes_intersect(r.bbox, bbox):
+                continue
+            rminr, rminc = r.bbox[0], r.bbox[1]
+            crop = r.mask[max(0, minr - rminr) : max(0, maxr - rminr), max(0, minc - rminc) : max(0, maxc - rminc)]
+            if crop.any():
+                return True
+        return False
+
+    def intersects_segment(self, other: "Segment | Entry") -> int:
+        """Number of pixels set in both masks."""
+        if isinstance(other, Entry):
+            other = other.seg
+        if not bboxes_intersect(self.bbox, other.bbox):
+            return 0
+        r0, c0 = max(self.bbox[0], other.bbox[0]), max(self.bbox[1], other.bbox[1])
+        r1, c1 = min(self.bbox[2], other.bbox[2]), min(self.bbox[3], other.bbox[3])
+        box = (r0, c0, r1, c1)
+        return int(np.count_nonzero(self.mask(box) & other.mask(box)))
+
+    def bbox_xywh(self, center: bool = False):
+        return bbox_to_xywh(self.bbox, center)
+
+    def bbox_polygon(self) -> list[tuple[float, float]]:
+        x, y, w, h = self.bbox_xywh()
+        return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+
+    def __repr__(self) -> str:
+        return f"Segment(key={self.key}, bbox={self.bbox}, area={self.area}, regions={len(self.regions)})"
+
+
+class Entry:
+    """One LUT entry: a key, its IID and its segment.
+
+    ``iid`` and ``seg`` are loaded from the file on first access if they
+    were not fetched yet, so an entry is never half-usable.
+    """
+
+    __slots__ = ("key", "_iid", "_seg", "_loader")
+
+    def __init__(self, key: int, iid: IID | None = None, seg: Segment | None = None, loader: "IIDFile | None" = None):
+        self.key = key
+        self._iid = iid
+        self._seg = seg
+        self._loader = loader
+
+    @property
+    def iid(self) -> IID:
+        if self._iid is None:
+            self._iid = self._loader._read_iid(self.key)  # type: ignore[union-attr]
+        return self._iid
+
+    @property
+    def seg(self) -> Segment:
+        if self._seg is None:
+            self._seg = self._loader._read_segment(self.key)  # type: ignore[union-attr]
+            self._loader._loaded_segs.add(self.key)  # type: ignore[union-attr]
+        return self._seg
+
+    @property
+    def iid_loaded(self) -> bool:
+        return self._iid is not None
+
+    @property
+    def seg_loaded(self) -> bool:
+        return self._seg is not None
+
+    def __repr__(self) -> str:
+        parts = [f"key={self.key}"]
+        if self._iid is not None:
+            parts.append(f"domain={self._iid.domain!r} address={self._iid.address!r}")
+        if self._seg is not None:
+            parts.append(f"bbox={self._seg.bbox} area={self._seg.area}")
+        return f"<Entry {' '.join(parts)}>"
+
+
+EntryPredicate = Callable[[Entry], bool]
+EntryIterator = Iterator[Entry]

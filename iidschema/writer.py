@@ -1,0 +1,177 @@
+"""Serialising entries, and replacing files atomically.
+
+The header, metadata and groups are built by their construct declarations;
+the per-entry records (millions of them) by ``struct`` packers and numpy
+dtypes *derived* from the same declarations in :mod:`iidschema.schema`, so
+there is no second copy of the layout here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, BinaryIO, Callable, Iterable, Mapping
+
+import numpy as np
+
+from . import schema
+from .errors import IIDLimitError
+from .model import IID, Segment
+
+__all__ = ["write_v0", "atomic_write", "check_meta"]
+
+Record = tuple[IID, Segment]
+
+
+def check_meta(meta: Any) -> bytes:
+    """``meta`` as the JSON bytes a file stores (``json.dumps`` defaults).
+
+    Raises ``TypeError`` naming the problem when it is not JSON-serialisable,
+    before anything is written.
+    """
+    try:
+        return schema.Meta0.build(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata is not JSON-serialisable: {exc}") from None
+
+
+def _groups_v0(groups: Mapping[str, Iterable[int]], count: int) -> bytes:
+    table, chunks, offset = [], [], 0
+    for name, keys in groups.items():
+        arr = np.unique(np.asarray(list(keys) if not isinstance(keys, np.ndarray) else keys, dtype=np.int64))
+        if arr.size and (arr[0] < 0 or arr[-1] >= count):
+            raise IIDLimitError(f"group {name!r} refers to key {int(arr[-1] if arr[-1] >= count else arr[0])}, file has {count} entries")
+        data = arr.astype(schema.GROUP_KEY0_DTYPE).tobytes()  # ascending: deterministic output
+        table.append({"name": name, "offset": offset, "length": len(data)})
+        chunks.append(data)
+        offset += len(data)
+    return schema.Groups0.build({"table": table, "data": b"".join(chunks)})
+
+
+def write_v0(
+    out: BinaryIO,
+    records: Iterable[Record],
+    count: int,
+    groups: Mapping[str, Iterable[int]],
+    meta: Any,
+    *,
+    rformat: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write a version-0 file (the iidfile 0.2.0 layout) and return its size.
+
+    Refuses, with :class:`IIDLimitError` and before writing a byte, what
+    version 0 cannot hold: coordinates above 65535, areas or offsets above
+    2**32 - 1.  Region payloads in another codec are transcoded to packbits.
+    """
+    if count > schema.MAX_U32:
+        raise IIDLimitError(f"version 0 holds at most {schema.MAX_U32} entries, got {count}")
+    iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD0, schema.REGION_HEAD0
+    iid_chunks: list[bytes] = []
+    seg_chunks: list[bytes] = []
+    iid_lens = np.zeros(count, dtype=np.int64)
+    seg_lens = np.zeros(count, dtype=np.int64)
+    n = 0
+    for key, (iid, seg) in enumerate(records):
+        if key >= count:
+            raise ValueError("more records than announced")
+        rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
+        if max(seg.bbox) > schema.MAX_COORD_V0 or min(seg.bbox) < 0:
+            raise IIDLimitError(
+                f"entry {key}: bbox {seg.bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
+            )
+        if seg.area > schema.MAX_U32:
+            raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
+        parts = [seg_head.pack(key, *seg.bbox, seg.area)]
+        for region in seg.regions:
+            payload = region.encoded(0)
+            parts.append(reg_head.pack(reg_head.size + len(payload), *region.bbox))
+            parts.append(bytes(payload))
+        srec = b"".join(parts)
+        iid_chunks.append(rec)
+        seg_chunks.append(srec)
+        iid_lens[key] = len(rec)
+        seg_lens[key] = len(srec)
+        n += 1
+        if progress is not None:
+            progress(key)
+    if n != count:
+        raise ValueError(f"announced {count} records, got {n}")
+
+    lut = np.zeros(count, dtype=schema.LUT0_DTYPE)
+    lut["key"] = np.arange(count)
+    lut["iid"]["offset"] = np.concatenate([[0], np.cumsum(iid_lens)[:-1]]) if count else []
+    lut["iid"]["length"] = iid_lens
+    lut["seg"]["offset"] = np.concatenate([[0], np.cumsum(seg_lens)[:-1]]) if count else []
+    lut["seg"]["length"] = seg_lens
+
+    meta_bytes = check_meta(meta)
+    group_bytes = _groups_v0(groups, count)
+    lut_bytes = lut.tobytes()
+    sizes = {
+        "lut": len(lut_bytes),
+        "iids": int(iid_lens.sum()),
+        "meta": len(meta_bytes),
+        "groups": len(group_bytes),
+        "segs": int(seg_lens.sum()),
+    }
+    header: dict[str, Any] = {"version": 0, "rformat": rformat}
+    offset = schema.HEADER0_SIZE
+    for name, size in sizes.items():
+        header[name] = {"offset": offset, "length": size}
+        offset += size
+    if offset > schema.MAX_U32 or (count and (iid_lens.sum() > schema.MAX_U32 or seg_lens.sum() > schema.MAX_U32)):
+        raise IIDLimitError(f"the file would be {offset} bytes; version 0 offsets are uint32 (< 4 GiB); save as version 1")
+    out.write(schema.Header0.build(header))
+    out.write(lut_bytes)
+    for chunk in iid_chunks:
+        out.write(chunk)
+    out.write(meta_bytes)
+    out.write(group_bytes)
+    for chunk in seg_chunks:
+        out.write(chunk)
+    return offset
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Any:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then replace
+    ``path`` with it atomically.
+
+    Afterwards ``path`` is either the complete old file or the complete new
+    one: the data is flushed and fsynced before ``os.replace``, and on any
+    error the temporary file is removed and ``path`` is untouched (the
+    reference truncated the target first and left a 0-byte file on errors).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return result
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
+    return result
