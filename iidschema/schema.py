@@ -35,12 +35,15 @@ from construct import (
     Adapter,
     Array,
     Bytes,
+    Check,
+    Const,
     Construct,
     FixedSized,
     FormatField,
     GreedyBytes,
     Int16ul,
     Int32ul,
+    Int64ul,
     Peek,
     Pointer,
     Prefixed,
@@ -409,12 +412,154 @@ File0 = Struct(
 )
 
 # --------------------------------------------------------------------------
+# Version 1: wide coordinates, 64-bit offsets, codec ids, checksums, indexes
+# --------------------------------------------------------------------------
+#   file    ::= header { section }            sections anywhere after the header,
+#                                             8-byte aligned, never overlapping
+#   header  ::= version rformat magic entry_count flags section_count
+#               { section_entry } header_crc  header_crc: CRC32C of every header
+#                                             byte before it
+#   section_entry ::= id flags crc offset length
+#                                             crc: CRC32C of the section's bytes
+#                                             flags bit 0: REQUIRED (a reader that does
+#                                             not know the id must refuse the file);
+#                                             unknown optional sections are skipped
+
+MAGIC1 = b"\x89IID\r\n\x1a\n"
+MAX_SECTIONS = 64
+MAX_U64 = 0xFFFFFFFFFFFFFFFF
+MAX_COORD_V1 = MAX_U32
+
+
+class SectionId:
+    """Section ids of version 1 (uint16).  0x8000-0xFFFF: private/experimental."""
+
+    LUT = 1
+    IIDS = 2
+    META = 3
+    GROUPS = 4
+    SEGS = 5
+    SPATIAL_INDEX = 6
+    ADDRESS_INDEX = 7
+    CODECS = 8
+
+    NAMES = {1: "lut", 2: "iids", 3: "meta", 4: "groups", 5: "segs", 6: "spatial_index", 7: "address_index", 8: "codecs"}
+    MANDATORY = (1, 2, 3, 4, 5)
+
+
+SECTION_REQUIRED = 0x0001
+
+BBox1 = Struct("minr" / Int32ul, "minc" / Int32ul, "maxr" / Int32ul, "maxc" / Int32ul)
+BufLoc1 = Struct("offset" / Int64ul, "length" / Int64ul)
+
+SectionEntry1 = Struct(
+    "id" / Int16ul,
+    "flags" / Int16ul,
+    "crc" / Int32ul,
+    "offset" / Int64ul,
+    "length" / Int64ul,
+)
+
+HeaderFixed1 = Struct(
+    "version" / Version,
+    "rformat" / Int32ul,
+    "magic" / Const(MAGIC1),
+    "entry_count" / Int32ul,
+    "flags" / Int32ul,
+    "section_count" / Int32ul,
+)
+Header1 = Struct(
+    "version" / Version,
+    "rformat" / Int32ul,
+    "magic" / Const(MAGIC1),
+    "entry_count" / Int32ul,
+    "flags" / Int32ul,
+    "section_count" / Int32ul,
+    Check(this.section_count <= MAX_SECTIONS),
+    "sections" / Array(this.section_count, SectionEntry1),
+    "header_crc" / Int32ul,
+)
+HEADER1_FIXED_SIZE = HeaderFixed1.sizeof()  # 32
+
+
+def header1_size(section_count: int) -> int:
+    """Bytes of a version-1 header with ``section_count`` sections."""
+    return HEADER1_FIXED_SIZE + section_count * SectionEntry1.sizeof() + 4
+
+
+#   lut      ::= { lut_entry } { block_crc }  block_crc: CRC32C of each run of
+#                                             LUT_BLOCK rows (the last may be short)
+#   lut_entry ::= iid seg area bbox iid_crc seg_crc        (64 bytes, key = row index)
+#     iid, seg ::= offset:uint64 length:uint64  relative to the iids / segs section
+#     area     ::= uint64                       pixels set in the mask
+#     bbox     ::= uint32*4                     minr, minc, maxr, maxc (max exclusive)
+#     iid_crc, seg_crc ::= uint32               CRC32C of the record
+LUT_BLOCK = 64
+LutEntry1 = Struct(
+    "iid" / BufLoc1,
+    "seg" / BufLoc1,
+    "area" / Int64ul,
+    "bbox" / BBox1,
+    "iid_crc" / Int32ul,
+    "seg_crc" / Int32ul,
+)
+BlockCrc1 = Int32ul
+
+
+def lut1_size(count: int) -> int:
+    """Bytes of a version-1 LUT section of ``count`` rows (rows + block CRCs)."""
+    return count * LutEntry1.sizeof() + ((count + LUT_BLOCK - 1) // LUT_BLOCK) * BlockCrc1.sizeof()
+
+
+#   iid record ::= key domain_len address_len domain address    (as version 0)
+IIDHead1 = IIDHead0
+IIDRecord1 = IIDRecord0
+
+#   segment ::= key region_count { region }
+#   region  ::= bbox codec flags length { byte }
+#     bbox   ::= uint32*4   absolute image coordinates, inside the LUT bbox, non-empty
+#     codec  ::= uint16     mask codec id (0 packbits, 1 rle, 2 zstd; see CODECS.md)
+#     flags  ::= uint16     reserved, 0
+#     length ::= uint64     payload bytes
+SegmentHead1 = Struct("key" / Key0, "region_count" / Int32ul)
+RegionHead1 = Struct("bbox" / BBox1, "codec" / Int16ul, "flags" / Int16ul, "length" / Int64ul)
+Region1 = Struct(
+    "bbox" / BBox1,
+    "codec" / Int16ul,
+    "flags" / Int16ul,
+    "length" / Int64ul,
+    "payload" / Bytes(this.length),
+)
+Segment1 = Struct("key" / Key0, "region_count" / Int32ul, "regions" / Array(this.region_count, Region1))
+
+#   meta   ::= raw UTF-8 JSON (as version 0)
+#   groups ::= len json { group }           (as version 0)
+#   codecs ::= count:uint16 { id:uint16 }   every codec id used by a region
+Meta1 = Meta0
+Groups1 = Groups0
+CodecId1 = Int16ul
+Codecs1 = Struct("count" / Int16ul, "ids" / Array(this.count, CodecId1))
+
+#   spatial_index, address_index: see docs/INDEXES.md (iidschema.index)
+
+File1 = Struct(
+    "header" / Header1,
+    "sections" / Array(
+        this.header.section_count,
+        Pointer(
+            lambda ctx: ctx.header.sections[ctx._index].offset,
+            FixedSized(lambda ctx: ctx.header.sections[ctx._index].length, GreedyBytes),
+        ),
+    ),
+)
+
+# --------------------------------------------------------------------------
 # Version dispatch
 # --------------------------------------------------------------------------
 
 #: Header layouts by version; extended by later versions below.
-HEADERS: dict[int, Construct] = {0: Header0}
-FILES: dict[int, Construct] = {0: File0}
+HEADERS: dict[int, Construct] = {0: Header0, 1: Header1}
+FILES: dict[int, Construct] = {0: File0, 1: File1}
 
 SUPPORTED_VERSIONS: tuple[int, ...] = tuple(sorted(HEADERS))
 
@@ -436,3 +581,8 @@ SEG_HEAD0 = struct.Struct(format_of(SegmentHead0))
 SEG_HEAD0_DTYPE = dtype_of(SegmentHead0)
 REGION_HEAD0 = struct.Struct(format_of(RegionHead0))
 GROUP_KEY0_DTYPE = dtype_of(GroupKey0)
+SECTION1 = struct.Struct(format_of(SectionEntry1))
+LUT1_DTYPE = dtype_of(LutEntry1)
+SEG_HEAD1 = struct.Struct(format_of(SegmentHead1))
+REGION_HEAD1 = struct.Struct(format_of(RegionHead1))
+BLOCK_CRC1_DTYPE = dtype_of(BlockCrc1)
