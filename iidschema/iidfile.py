@@ -21,7 +21,7 @@ from .masks import as_bool_mask, split_regions
 from .model import IID, BBox, Entry, Region, Regions, Segment
 from .reader import Reader, open_reader
 from .source import ByteSource, open_source
-from .writer import atomic_write, check_meta, write_v0
+from .writer import atomic_write, check_meta, write_v0, write_v1
 
 __all__ = ["IIDFile", "open", "DEFAULT_VERSION"]
 
@@ -397,7 +397,7 @@ class IIDFile:
             seg = entry.seg if entry is not None and entry.seg_loaded else self._read_segment(key)
             yield iid, seg
 
-    def save(self, fpath: str | os.PathLike[str] | None = None, version: int | None = None) -> None:
+    def save(self, fpath: str | os.PathLike[str] | None = None, version: int | None = None, codec: Any = "auto") -> None:
         """Write the file atomically (temporary file + rename).
 
         Every entry is kept, whether it was loaded or not, even when saving
@@ -405,7 +405,12 @@ class IIDFile:
 
         :param fpath: target path (default: the path this file was opened from).
         :param version: format version to write (default: the opened file's
-            version, or :data:`DEFAULT_VERSION` for a new file).
+            version, or :data:`DEFAULT_VERSION` for a new file).  Version 0 is
+            the iidfile 0.2.0 layout: it refuses what it cannot hold
+            (coordinates over 65535, files over 4 GiB) and stores every
+            region as packbits.
+        :param codec: version 1 only: the mask codec of every region (id,
+            name or codec object), or ``"auto"`` for the smallest per region.
         """
         if fpath is None:
             if self.fpath is None:
@@ -415,9 +420,13 @@ class IIDFile:
         meta = self.meta.data
         check_meta(meta)
         groups = self.groups.as_dict()
-        if version != 0:
-            raise IIDLimitError(f"cannot write format version {version}; supported: 0")
-        atomic_write(fpath, lambda fh: write_v0(fh, self._records(), self._count, groups, meta, rformat=self.rformat))
+        if version == 0:
+            write = lambda fh: write_v0(fh, self._records(), self._count, groups, meta, rformat=self.rformat)  # noqa: E731
+        elif version == 1:
+            write = lambda fh: write_v1(fh, self._records(), self._count, groups, meta, codec=codec, rformat=self.rformat)  # noqa: E731
+        else:
+            raise IIDLimitError(f"cannot write format version {version}; supported: {', '.join(map(str, schema.SUPPORTED_VERSIONS))}")
+        atomic_write(fpath, write)
         self._reopen(os.fspath(fpath))
 
     def _reopen(self, path: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from construct import ConstructError, StreamError
 
 from . import schema
-from .errors import IIDFormatError, IIDVersionError
+from .errors import IIDChecksumError, IIDFormatError, IIDVersionError
 from .model import IID, Region, Regions, Segment
 from .source import ByteSource
 
@@ -282,40 +282,311 @@ class Reader0(Reader):
 
     def _parse_groups(self) -> dict[str, np.ndarray]:
         off, length = self._sections["groups"]
-        parsed = parse(schema.Groups0, self.source.read(off, length, "groups"), "groups", off)
-        table, data, data_off = parsed.table, parsed.data, off + parsed.data_start
-        if not isinstance(table, list):
-            raise IIDFormatError("group table is not a JSON list", section="groups", offset=off + 4)
-        out: dict[str, np.ndarray] = {}
-        for item in table:
-            if not (
-                isinstance(item, dict)
-                and isinstance(item.get("name"), str)
-                and all(type(item.get(f)) is int and item[f] >= 0 for f in ("offset", "length"))
-            ):
-                raise IIDFormatError(f"malformed group table item {item!r}", section="groups", offset=off + 4)
-            name, g_off, g_len = item["name"], item["offset"], item["length"]
-            if name in out:
-                raise IIDFormatError(f"group {name!r} is listed twice", section="groups", offset=off + 4)
-            if g_len % 4 or g_off + g_len > len(data):
-                raise IIDFormatError(
-                    f"group {name!r}: keys [{g_off}, {g_off + g_len}) do not fit the group data ({len(data)} bytes)",
-                    section="groups",
-                    offset=data_off + min(g_off, len(data)),
-                )
-            keys = np.frombuffer(data, dtype=schema.GROUP_KEY0_DTYPE, count=g_len // 4, offset=g_off).astype(np.int64)
-            if keys.size and int(keys.max()) >= self.count:
-                raise IIDFormatError(
-                    f"group {name!r} holds key {int(keys.max())}, file has {self.count} entries",
-                    section="groups",
-                    offset=data_off + g_off,
-                )
-            out[name] = keys
-        return out
+        return _parse_groups(self.source.read(off, length, "groups"), off, self.count)
 
     def meta(self) -> Any:
         off, length = self._sections["meta"]
         return parse(schema.Meta0, self.source.read(off, length, "meta"), "meta", off)
+
+
+def _parse_groups(raw: Any, off: int, count: int) -> dict[str, np.ndarray]:
+    """The groups section (same layout in versions 0 and 1), checked."""
+    parsed = parse(schema.Groups0, raw, "groups", off)
+    table, data, data_off = parsed.table, parsed.data, off + parsed.data_start
+    if not isinstance(table, list):
+        raise IIDFormatError("group table is not a JSON list", section="groups", offset=off + 4)
+    out: dict[str, np.ndarray] = {}
+    for item in table:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and all(type(item.get(f)) is int and item[f] >= 0 for f in ("offset", "length"))
+        ):
+            raise IIDFormatError(f"malformed group table item {item!r}", section="groups", offset=off + 4)
+        name, g_off, g_len = item["name"], item["offset"], item["length"]
+        if name in out:
+            raise IIDFormatError(f"group {name!r} is listed twice", section="groups", offset=off + 4)
+        if g_len % 4 or g_off + g_len > len(data):
+            raise IIDFormatError(
+                f"group {name!r}: keys [{g_off}, {g_off + g_len}) do not fit the group data ({len(data)} bytes)",
+                section="groups",
+                offset=data_off + min(g_off, len(data)),
+            )
+        keys = np.frombuffer(data, dtype=schema.GROUP_KEY0_DTYPE, count=g_len // 4, offset=g_off).astype(np.int64)
+        if keys.size and int(keys.max()) >= count:
+            raise IIDFormatError(
+                f"group {name!r} holds key {int(keys.max())}, file has {count} entries",
+                section="groups",
+                offset=data_off + g_off,
+            )
+        out[name] = keys
+    return out
+
+
+def crc32c(data: Any) -> int:
+    """CRC32C (Castagnoli) of ``data``, the checksum of format version 1."""
+    import crc32c as _crc
+
+    return _crc.crc32c(data)
+
+
+class Reader1(Reader):
+    """Version 1: section table, checksums, codec ids, indexes.
+
+    Checks are made where data is read, so damage in one part of a file is
+    reported when (and only when) that part is used, and the rest stays
+    readable: the header and its section table at open; LUT rows by blocks
+    of :data:`schema.LUT_BLOCK`; each IID and segment record by its own CRC;
+    metadata, groups and index sections as a whole on first use.
+    """
+
+    def __init__(self, source: ByteSource, header: Any):
+        self.source = source
+        self.version = header.version
+        self.rformat = header.rformat
+        self.count = header.entry_count
+        hsize = schema.header1_size(header.section_count)
+        raw = self.source.read(0, hsize, "header")
+        if crc32c(raw[: hsize - 4]) != header.header_crc:
+            raise IIDChecksumError("header checksum mismatch: the header or its section table is damaged", section="header", offset=hsize - 4)
+        self._sections: dict[str, tuple[int, int]] = {}
+        self._crcs: dict[str, int] = {}
+        self._unknown: list[tuple[int, int, int]] = []
+        spans = []
+        for i, sec in enumerate(header.sections):
+            at = schema.HEADER1_FIXED_SIZE + i * schema.SectionEntry1.sizeof()
+            name = schema.SectionId.NAMES.get(sec.id)
+            self.source.check(sec.offset, sec.length, name or f"section {sec.id}")
+            if sec.offset < hsize:
+                raise IIDFormatError(f"section id {sec.id} starts inside the header", section="header", offset=at)
+            spans.append((sec.offset, sec.length, sec.id))
+            if name is None:
+                if sec.flags & schema.SECTION_REQUIRED:
+                    raise IIDFormatError(
+                        f"section id {sec.id} is marked required but this reader does not know it; upgrade iidschema",
+                        section="header",
+                        offset=at,
+                    )
+                self._unknown.append((sec.id, sec.offset, sec.length))
+                continue
+            if name in self._sections:
+                raise IIDFormatError(f"section {name!r} is listed twice", section="header", offset=at)
+            self._sections[name] = (sec.offset, sec.length)
+            self._crcs[name] = sec.crc
+        spans.sort()
+        for (o1, n1, id1), (o2, _, id2) in zip(spans, spans[1:]):
+            if o1 + n1 > o2:
+                raise IIDFormatError(f"sections {id1} and {id2} overlap", section="header", offset=o2)
+        missing = [schema.SectionId.NAMES[i] for i in schema.SectionId.MANDATORY if schema.SectionId.NAMES[i] not in self._sections]
+        if missing:
+            raise IIDFormatError(f"mandatory sections missing: {', '.join(missing)}", section="header", offset=schema.HEADER1_FIXED_SIZE)
+        lut_off, lut_len = self._sections["lut"]
+        if lut_len != schema.lut1_size(self.count):
+            raise IIDFormatError(
+                f"LUT is {lut_len} bytes, {self.count} entries need {schema.lut1_size(self.count)}", section="lut", offset=lut_off
+            )
+        self._lut: np.ndarray | None = None
+        self._block_crcs: np.ndarray | None = None
+        self._verified_blocks = np.zeros((self.count + schema.LUT_BLOCK - 1) // schema.LUT_BLOCK, dtype=bool)
+        self._verified_sections: set[str] = set()
+        self._groups: dict[str, np.ndarray] | None = None
+        self._spatial: Any = None
+        self._address: Any = None
+        self._check_codecs()
+
+    # -- layout and checksums ----------------------------------------------
+
+    def sections(self) -> dict[str, tuple[int, int]]:
+        return dict(self._sections)
+
+    def unknown_sections(self) -> list[tuple[int, int, int]]:
+        """(id, offset, length) of optional sections this reader skipped."""
+        return list(self._unknown)
+
+    def section_bytes(self, name: str) -> memoryview:
+        """The bytes of section ``name``, checked against its CRC on first use."""
+        off, length = self._sections[name]
+        data = self.source.read(off, length, name)
+        if name not in self._verified_sections:
+            if crc32c(data) != self._crcs[name]:
+                raise IIDChecksumError(f"section {name!r} is damaged (checksum mismatch)", section=name, offset=off)
+            self._verified_sections.add(name)
+        return data
+
+    def _check_codecs(self) -> None:
+        if "codecs" not in self._sections:
+            return
+        off, _ = self._sections["codecs"]
+        parsed = parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", off)
+        from .codecs import get_codec
+
+        for codec_id in parsed.ids:
+            get_codec(codec_id)  # raises IIDCodecError naming the id
+
+    # -- LUT ----------------------------------------------------------------
+
+    @property
+    def lut(self) -> np.ndarray:
+        """The LUT rows as a read-only numpy structured view (no copy on mmap).
+
+        Rows are not checksum-verified by this property; the reader's own
+        accessors verify the blocks they use."""
+        if self._lut is None:
+            off, _ = self._sections["lut"]
+            table = schema.StructArray(self.count, schema.LutEntry1)
+            self._lut = parse(table, SourceStream(self.source, off), "lut", off, buffer=self.source.buffer())
+            blocks = schema.StructArray(len(self._verified_blocks), schema.BlockCrc1)
+            at = off + self.count * schema.LutEntry1.sizeof()
+            self._block_crcs = parse(blocks, SourceStream(self.source, at), "lut", at, buffer=self.source.buffer())
+        return self._lut
+
+    def _verify_blocks(self, keys: np.ndarray) -> None:
+        lut = self.lut
+        assert self._block_crcs is not None
+        blocks = np.unique(keys // schema.LUT_BLOCK)
+        todo = blocks[~self._verified_blocks[blocks]]
+        if not todo.size:
+            return
+        off, _ = self._sections["lut"]
+        row = schema.LutEntry1.sizeof()
+        for b in todo.tolist():
+            lo, hi = b * schema.LUT_BLOCK, min(self.count, (b + 1) * schema.LUT_BLOCK)
+            data = self.source.read(off + lo * row, (hi - lo) * row, "lut")
+            if crc32c(data) != int(self._block_crcs[b]):
+                raise IIDChecksumError(
+                    f"LUT rows {lo}..{hi - 1} are damaged (block checksum mismatch)", section="lut", offset=off + lo * row
+                )
+            self._verified_blocks[b] = True
+        del lut
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        self._verify_blocks(keys)
+        return self.lut[keys]
+
+    def _record(self, key: int, kind: str, section: str) -> tuple[int, memoryview]:
+        if not 0 <= key < self.count:
+            raise KeyError(f"key {key} out of range (file has {self.count} entries)")
+        row = self._rows(np.array([key]))[0]
+        rel, length = int(row[kind]["offset"]), int(row[kind]["length"])
+        base, size = self._sections[section]
+        if rel + length > size:
+            at = self._sections["lut"][0] + key * schema.LutEntry1.sizeof()
+            raise IIDFormatError(
+                f"LUT row {key}: {kind} record [{rel}, {rel + length}) lies outside the {section} section ({size} bytes)",
+                section="lut",
+                offset=at,
+            )
+        data = self.source.read(base + rel, length, section)
+        if crc32c(data) != int(row[f"{kind}_crc"]):
+            raise IIDChecksumError(f"{'IID' if kind == 'iid' else 'segment'} record of entry {key} is damaged (checksum mismatch)",
+                                   section=section, offset=base + rel)
+        return base + rel, data
+
+    # -- records ------------------------------------------------------------
+
+    def iid(self, key: int) -> IID:
+        off, data = self._record(key, "iid", "iids")
+        head = schema.IID_HEAD0
+        if len(data) < head.size:
+            raise IIDFormatError(f"IID record of key {key} is shorter than its head", section="iids", offset=off)
+        k, dlen, alen = head.unpack_from(data, 0)
+        if k != key or head.size + dlen + alen != len(data):
+            raise IIDFormatError(f"IID record of key {key} is inconsistent (key {k}, lengths {dlen}+{alen})", section="iids", offset=off)
+        return IID(address=bytes(data[head.size + dlen :]), domain=bytes(data[head.size : head.size + dlen]), key=key)
+
+    def segment(self, key: int) -> Segment:
+        off, data = self._record(key, "seg", "segs")
+        row = self.lut[key]
+        b = row["bbox"]
+        minr, minc, maxr, maxc = int(b["minr"]), int(b["minc"]), int(b["maxr"]), int(b["maxc"])
+        head, rhead = schema.SEG_HEAD1, schema.REGION_HEAD1
+        if len(data) < head.size:
+            raise IIDFormatError(f"segment of key {key} is shorter than its head", section="segs", offset=off)
+        k, nreg = head.unpack_from(data, 0)
+        if k != key:
+            raise IIDFormatError(f"segment holds key {k}, LUT says {key}", section="segs", offset=off)
+        if nreg > (len(data) - head.size) // rhead.size:
+            raise IIDFormatError(f"segment {key} claims {nreg} regions, more than its {len(data)} bytes hold", section="segs", offset=off)
+        regions = Regions()
+        pos = head.size
+        for _ in range(nreg):
+            at = off + pos
+            if len(data) - pos < rhead.size:
+                raise IIDFormatError(f"segment {key}: truncated region head", section="segs", offset=at)
+            a, bb, c, d, codec, flags, plen = rhead.unpack_from(data, pos)
+            if not (minr <= a < c <= maxr and minc <= bb < d <= maxc):
+                raise IIDFormatError(
+                    f"segment {key}: region bbox {(a, bb, c, d)} is empty or outside the segment bbox {(minr, minc, maxr, maxc)}",
+                    section="segs",
+                    offset=at,
+                )
+            pos += rhead.size
+            if plen > len(data) - pos:
+                raise IIDFormatError(f"segment {key}: region payload of {plen} bytes overruns the segment", section="segs", offset=at)
+            regions.append(Region((a, bb, c, d), codec=codec, payload=bytes(data[pos : pos + plen])))
+            pos += plen
+        if pos != len(data):
+            raise IIDFormatError(f"segment {key}: {len(data) - pos} bytes after its last region", section="segs", offset=off + pos)
+        return Segment(key, (minr, minc, maxr, maxc), int(row["area"]), regions)
+
+    def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+        rows = self._rows(keys)
+        b = rows["bbox"]
+        boxes = np.stack([b["minr"], b["minc"], b["maxr"], b["maxc"]], axis=1).astype(np.int64)
+        if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+            i = int(np.argmax((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])))
+            at = self._sections["lut"][0] + int(keys[i]) * schema.LutEntry1.sizeof()
+            raise IIDFormatError(f"entry {int(keys[i])} has an inverted bbox", section="lut", offset=at)
+        return boxes, rows["area"].astype(np.int64)
+
+    # -- groups, meta -------------------------------------------------------
+
+    def groups(self) -> dict[str, np.ndarray]:
+        if self._groups is None:
+            off, _ = self._sections["groups"]
+            self._groups = _parse_groups(self.section_bytes("groups"), off, self.count)
+        return self._groups
+
+    def meta(self) -> Any:
+        off, _ = self._sections["meta"]
+        return parse(schema.Meta1, self.section_bytes("meta"), "meta", off)
+
+    # -- indexes ------------------------------------------------------------
+
+    def _index(self, name: str, cls: Any) -> Any:
+        off, length = self._sections[name]
+        self.section_bytes(name)  # verify once; the index then reads ranges itself
+        return cls(lambda o, n: self.source.read(o, n, name), off, length)
+
+    def candidates(self, bbox: tuple[int, int, int, int]) -> np.ndarray:
+        if "spatial_index" not in self._sections:
+            return super().candidates(bbox)
+        if self._spatial is None:
+            from .index.spatial import SpatialIndex
+
+            self._spatial = self._index("spatial_index", SpatialIndex)
+        keys = np.asarray(self._spatial.search(bbox), dtype=np.int64)
+        if keys.size and int(keys.max()) >= self.count:
+            raise IIDFormatError("spatial index refers to a key past the entry count", section="spatial_index",
+                                 offset=self._sections["spatial_index"][0])
+        return keys
+
+    def lookup(self, addresses: list[bytes]) -> np.ndarray | None:
+        if "address_index" not in self._sections:
+            return None
+        if self._address is None:
+            from .index.address import AddressIndex
+
+            self._address = self._index("address_index", AddressIndex)
+        found = [np.asarray(self._address.lookup(a), dtype=np.int64) for a in addresses]
+        keys = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+        if keys.size and int(keys.max()) >= self.count:
+            raise IIDFormatError("address index refers to a key past the entry count", section="address_index",
+                                 offset=self._sections["address_index"][0])
+        return keys
 
 
 def open_reader(source: ByteSource) -> Reader:
@@ -323,7 +594,7 @@ def open_reader(source: ByteSource) -> Reader:
     if source.size < 4:
         raise IIDFormatError(f"file is {source.size} bytes, too short for a header", section="header", offset=0)
     header = parse(schema.Header, SourceStream(source, 0), "header", 0)
-    readers = {0: Reader0}
+    readers = {0: Reader0, 1: Reader1}
     if header.version not in readers:  # pragma: no cover - schema raises first
         raise IIDVersionError(header.version, tuple(readers))
     return readers[header.version](source, header.body)

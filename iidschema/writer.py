@@ -18,7 +18,7 @@ from . import schema
 from .errors import IIDLimitError
 from .model import IID, Segment
 
-__all__ = ["write_v0", "atomic_write", "check_meta"]
+__all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
 
 Record = tuple[IID, Segment]
 
@@ -131,6 +131,131 @@ def write_v0(
     for chunk in seg_chunks:
         out.write(chunk)
     return offset
+
+
+def _align(n: int, to: int = 8) -> int:
+    return (n + to - 1) // to * to
+
+
+def write_v1(
+    out: BinaryIO,
+    records: Iterable[Record],
+    count: int,
+    groups: Mapping[str, Iterable[int]],
+    meta: Any,
+    *,
+    codec: Any = "auto",
+    rformat: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write a version-1 file and return its size.
+
+    ``codec`` is a codec id, name or object used for every region, or
+    ``"auto"`` to keep, per region, the smallest encoding among the built-in
+    codecs.  Sections are written meta, groups, codecs, lut, spatial and
+    address indexes, iids, segs: everything a lazy reader needs first sits
+    near the header, so remote readers find it with one or two range requests.
+    """
+    from crc32c import crc32c
+
+    from .codecs import encode_auto, resolve_codec
+    from .index.address import build_address_index
+    from .index.spatial import build_spatial_index
+
+    if count > schema.MAX_U32:
+        raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
+    fixed = None if codec == "auto" else resolve_codec(codec)
+    iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD1, schema.REGION_HEAD1
+    iid_chunks: list[bytes] = []
+    seg_chunks: list[bytes] = []
+    cols: dict[str, list[int]] = {k: [] for k in ("iid_len", "seg_len", "iid_crc", "seg_crc", "area")}
+    boxes: list[tuple[int, int, int, int]] = []
+    addresses: list[bytes] = []
+    used: set[int] = set()
+    for key, (iid, seg) in enumerate(records):
+        if key >= count:
+            raise ValueError("more records than announced")
+        rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
+        parts = [seg_head.pack(key, len(seg.regions))]
+        for region in seg.regions:
+            if fixed is None:
+                cid, payload = encode_auto(region.mask)
+            else:
+                cid, payload = fixed.id, region.encoded(fixed.id)
+            used.add(cid)
+            parts.append(reg_head.pack(*region.bbox, cid, 0, len(payload)))
+            parts.append(bytes(payload))
+        srec = b"".join(parts)
+        iid_chunks.append(rec)
+        seg_chunks.append(srec)
+        cols["iid_len"].append(len(rec))
+        cols["seg_len"].append(len(srec))
+        cols["iid_crc"].append(crc32c(rec))
+        cols["seg_crc"].append(crc32c(srec))
+        cols["area"].append(seg.area)
+        boxes.append(seg.bbox)
+        addresses.append(iid.address)
+        if progress is not None:
+            progress(key)
+    if len(iid_chunks) != count:
+        raise ValueError(f"announced {count} records, got {len(iid_chunks)}")
+
+    lut = np.zeros(count, dtype=schema.LUT1_DTYPE)
+    bbox_arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    for name, length in (("iid", "iid_len"), ("seg", "seg_len")):
+        lens = np.asarray(cols[length], dtype=np.uint64)
+        lut[name]["length"] = lens
+        lut[name]["offset"] = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.uint64) if count else []
+    lut["area"] = np.asarray(cols["area"], dtype=np.uint64)
+    for i, field in enumerate(("minr", "minc", "maxr", "maxc")):
+        lut["bbox"][field] = bbox_arr[:, i]
+    lut["iid_crc"] = np.asarray(cols["iid_crc"], dtype=np.uint32)
+    lut["seg_crc"] = np.asarray(cols["seg_crc"], dtype=np.uint32)
+    rows = lut.tobytes()
+    step = schema.LUT_BLOCK * schema.LUT1_DTYPE.itemsize
+    block_crcs = np.array([crc32c(rows[i : i + step]) for i in range(0, len(rows), step)], dtype=schema.BLOCK_CRC1_DTYPE)
+
+    sections: list[tuple[int, list[bytes]]] = [
+        (schema.SectionId.META, [check_meta(meta)]),
+        (schema.SectionId.GROUPS, [_groups_v0(groups, count)]),
+        (schema.SectionId.CODECS, [schema.Codecs1.build({"count": len(used), "ids": sorted(used)})]),
+        (schema.SectionId.LUT, [rows, block_crcs.tobytes()]),
+        (schema.SectionId.SPATIAL_INDEX, [build_spatial_index(bbox_arr)]),
+        (schema.SectionId.ADDRESS_INDEX, [build_address_index(addresses)]),
+        (schema.SectionId.IIDS, iid_chunks),
+        (schema.SectionId.SEGS, seg_chunks),
+    ]
+    hsize = schema.header1_size(len(sections))
+    table = []
+    offset = _align(hsize)
+    for sid, chunks in sections:
+        length = sum(len(c) for c in chunks)
+        crc = 0
+        for c in chunks:
+            crc = crc32c(c, crc)
+        table.append({"id": sid, "flags": 0, "crc": crc, "offset": offset, "length": length})
+        offset = _align(offset + length)
+    header = {
+        "version": 1,
+        "rformat": rformat,
+        "magic": schema.MAGIC1,
+        "entry_count": count,
+        "flags": 0,
+        "section_count": len(table),
+        "sections": table,
+        "header_crc": 0,
+    }
+    head = schema.Header1.build(header)
+    header["header_crc"] = crc32c(head[:-4])
+    head = schema.Header1.build(header)
+    out.write(head)
+    pos = len(head)
+    for entry, (_, chunks) in zip(table, sections):
+        out.write(b"\0" * (entry["offset"] - pos))
+        for c in chunks:
+            out.write(c)
+        pos = entry["offset"] + entry["length"]
+    return pos
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Any:
