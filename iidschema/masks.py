@@ -10,12 +10,33 @@ byte-identical for boolean masks.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["as_bool_mask", "split_regions", "compose_mask"]
+from .errors import IIDLimitError
+
+__all__ = ["as_bool_mask", "split_regions", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+
+#: Largest mask (in pixels) decoded or composed without the caller raising
+#: this limit.  A region or segment bbox is only a claim made by the file: a
+#: few bytes can claim 100 000 x 100 000 pixels, so, like Pillow's
+#: ``Image.MAX_IMAGE_PIXELS``, decoding refuses such claims unless the user
+#: trusts the file (set ``iidschema.masks.MAX_MASK_PIXELS`` or the
+#: environment variable ``IIDSCHEMA_MAX_MASK_PIXELS``).  Default 2**31 pixels
+#: (a 2 GiB boolean array).
+MAX_MASK_PIXELS = int(os.environ.get("IIDSCHEMA_MAX_MASK_PIXELS", 2**31))
+
+
+def check_pixels(height: int, width: int, what: str) -> None:
+    """Refuse to allocate a ``height x width`` mask above :data:`MAX_MASK_PIXELS`."""
+    if height * width > MAX_MASK_PIXELS:
+        raise IIDLimitError(
+            f"{what} of {height} x {width} pixels exceeds iidschema.masks.MAX_MASK_PIXELS ({MAX_MASK_PIXELS}); "
+            "raise it (or set IIDSCHEMA_MAX_MASK_PIXELS) if you trust this file"
+        )
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -62,6 +83,7 @@ def compose_mask(bbox: BBox, regions: Sequence[tuple[BBox, np.ndarray]]) -> np.n
     before they get here; this keeps the function total).
     """
     minr, minc, maxr, maxc = bbox
+    check_pixels(max(maxr - minr, 0), max(maxc - minc, 0), "segment mask")
     out = np.zeros((max(maxr - minr, 0), max(maxc - minc, 0)), dtype=bool)
     for (rminr, rminc, rmaxr, rmaxc), m in regions:
         r0, c0 = max(rminr, minr), max(rminc, minc)

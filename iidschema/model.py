@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .masks import compose_mask
+from .masks import check_pixels, compose_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .iidfile import IIDFile
@@ -85,6 +85,7 @@ class Region:
         if self._mask is None:
             from .codecs import get_codec
 
+            check_pixels(*self.shape, "region")
             self._mask = get_codec(self.codec).decode(self.payload, self.shape)
         return self._mask
 
