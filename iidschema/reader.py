@@ -392,6 +392,7 @@ class Reader1(Reader):
         self._groups: dict[str, np.ndarray] | None = None
         self._spatial: Any = None
         self._address: Any = None
+        self._blocks: dict[str, Any] | None = None
         self._check_codecs()
 
     # -- layout and checksums ----------------------------------------------
@@ -412,6 +413,49 @@ class Reader1(Reader):
                 raise IIDChecksumError(f"section {name!r} is damaged (checksum mismatch)", section=name, offset=off)
             self._verified_sections.add(name)
         return data
+
+    def _block_table(self, name: str) -> Any:
+        """The block CRC table of section ``name`` (or None), from ``block_crcs``."""
+        if self._blocks is None:
+            self._blocks = {}
+            if "block_crcs" in self._sections:
+                off, _ = self._sections["block_crcs"]
+                parsed = parse(schema.BlockCrcs1, self.section_bytes("block_crcs"), "block_crcs", off)
+                for table in parsed.tables:
+                    sec = schema.SectionId.NAMES.get(table.section_id)
+                    if sec in self._sections:
+                        size = self._sections[sec][1]
+                        if table.block_size == 0 or table.count != (size + table.block_size - 1) // table.block_size:
+                            raise IIDFormatError(f"block CRC table of {sec!r} does not match its size", section="block_crcs", offset=off)
+                        self._blocks[sec] = (table.block_size, np.array(table.crcs), np.zeros(table.count, dtype=bool))
+        return self._blocks.get(name)
+
+    def checked_reader(self, name: str) -> Any:
+        """A ``read(offset, length)`` over section ``name`` that verifies, on
+        first use, only the checksum blocks it touches (or the whole section
+        when the file has no block table for it)."""
+        base, size = self._sections[name]
+        table = self._block_table(name)
+        if table is None:
+            self.section_bytes(name)
+            return lambda o, n: self.source.read(o, n, name)
+        block, crcs, verified = table
+
+        def read(o: int, n: int) -> memoryview:
+            self.source.check(o, n, name)
+            if o < base or o + n > base + size:
+                raise IIDFormatError(f"read [{o}, {o + n}) outside section {name!r}", section=name, offset=o)
+            first, last = (o - base) // block, (o + n - 1 - base) // block if n else (o - base) // block - 1
+            for b in range(first, last + 1):
+                if not verified[b]:
+                    start = base + b * block
+                    chunk = self.source.read(start, min(block, base + size - start), name)
+                    if crc32c(chunk) != int(crcs[b]):
+                        raise IIDChecksumError(f"section {name!r} is damaged (block {b} checksum mismatch)", section=name, offset=start)
+                    verified[b] = True
+            return self.source.read(o, n, name)
+
+        return read
 
     def _check_codecs(self) -> None:
         if "codecs" not in self._sections:
@@ -558,8 +602,7 @@ class Reader1(Reader):
 
     def _index(self, name: str, cls: Any) -> Any:
         off, length = self._sections[name]
-        self.section_bytes(name)  # verify once; the index then reads ranges itself
-        return cls(lambda o, n: self.source.read(o, n, name), off, length)
+        return cls(self.checked_reader(name), off, length)
 
     def candidates(self, bbox: tuple[int, int, int, int]) -> np.ndarray:
         if "spatial_index" not in self._sections:

@@ -442,8 +442,12 @@ class SectionId:
     SPATIAL_INDEX = 6
     ADDRESS_INDEX = 7
     CODECS = 8
+    BLOCK_CRCS = 9
 
-    NAMES = {1: "lut", 2: "iids", 3: "meta", 4: "groups", 5: "segs", 6: "spatial_index", 7: "address_index", 8: "codecs"}
+    NAMES = {
+        1: "lut", 2: "iids", 3: "meta", 4: "groups", 5: "segs",
+        6: "spatial_index", 7: "address_index", 8: "codecs", 9: "block_crcs",
+    }
     MANDATORY = (1, 2, 3, 4, 5)
 
 
@@ -539,6 +543,23 @@ Meta1 = Meta0
 Groups1 = Groups0
 CodecId1 = Int16ul
 Codecs1 = Struct("count" / Int16ul, "ids" / Array(this.count, CodecId1))
+
+#   block_crcs ::= table_count:uint32 { block_table }
+#   block_table ::= section_id:uint16 reserved:uint16 block_size:uint32 count:uint32
+#                   { crc:uint32 }          CRC32C of each block_size run of the
+#                                           section's bytes (the last may be short)
+#   Lets a reader verify only the blocks of a large section it reads (the
+#   index sections), instead of the whole section.
+BLOCK_SIZE1 = 4096
+BlockTableHead1 = Struct("section_id" / Int16ul, "reserved" / Int16ul, "block_size" / Int32ul, "count" / Int32ul)
+BlockTable1 = Struct(
+    "section_id" / Int16ul,
+    "reserved" / Int16ul,
+    "block_size" / Int32ul,
+    "count" / Int32ul,
+    "crcs" / StructArray(this.count, BlockCrc1),
+)
+BlockCrcs1 = Struct("table_count" / Int32ul, "tables" / Array(this.table_count, BlockTable1))
 
 #   spatial_index, address_index: see docs/INDEXES.md (iidschema.index)
 

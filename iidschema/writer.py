@@ -137,6 +137,17 @@ def _align(n: int, to: int = 8) -> int:
     return (n + to - 1) // to * to
 
 
+def _block_crcs(sections: Mapping[int, bytes], block: int = schema.BLOCK_SIZE1) -> bytes:
+    """The ``block_crcs`` section: CRC32C of each ``block`` bytes of each section."""
+    from crc32c import crc32c
+
+    tables = []
+    for sid, data in sections.items():
+        crcs = np.array([crc32c(data[i : i + block]) for i in range(0, len(data), block)], dtype=schema.BLOCK_CRC1_DTYPE)
+        tables.append({"section_id": sid, "reserved": 0, "block_size": block, "count": len(crcs), "crcs": crcs})
+    return schema.BlockCrcs1.build({"table_count": len(tables), "tables": tables})
+
+
 def write_v1(
     out: BinaryIO,
     records: Iterable[Record],
@@ -215,13 +226,16 @@ def write_v1(
     step = schema.LUT_BLOCK * schema.LUT1_DTYPE.itemsize
     block_crcs = np.array([crc32c(rows[i : i + step]) for i in range(0, len(rows), step)], dtype=schema.BLOCK_CRC1_DTYPE)
 
+    spatial = build_spatial_index(bbox_arr)
+    address = build_address_index(addresses)
     sections: list[tuple[int, list[bytes]]] = [
         (schema.SectionId.META, [check_meta(meta)]),
         (schema.SectionId.GROUPS, [_groups_v0(groups, count)]),
         (schema.SectionId.CODECS, [schema.Codecs1.build({"count": len(used), "ids": sorted(used)})]),
+        (schema.SectionId.BLOCK_CRCS, [_block_crcs({schema.SectionId.SPATIAL_INDEX: spatial, schema.SectionId.ADDRESS_INDEX: address})]),
         (schema.SectionId.LUT, [rows, block_crcs.tobytes()]),
-        (schema.SectionId.SPATIAL_INDEX, [build_spatial_index(bbox_arr)]),
-        (schema.SectionId.ADDRESS_INDEX, [build_address_index(addresses)]),
+        (schema.SectionId.SPATIAL_INDEX, [spatial]),
+        (schema.SectionId.ADDRESS_INDEX, [address]),
         (schema.SectionId.IIDS, iid_chunks),
         (schema.SectionId.SEGS, seg_chunks),
     ]
