@@ -26,11 +26,18 @@ class Groups:
     def __init__(self, owner: "IIDFile"):
         self._owner = owner
         self._data: dict[str, np.ndarray] | None = None
+        # Keys added since the last merge, per group: add() appends here so
+        # that adding N entries one by one stays O(N), not O(N^2).
+        self._pending: dict[str, list[int]] = {}
 
     def _groups(self) -> dict[str, np.ndarray]:
         if self._data is None:
             reader = self._owner._reader
             self._data = {name: np.unique(keys) for name, keys in reader.groups().items()} if reader else {}
+        if self._pending:
+            for name, keys in self._pending.items():
+                self._data[name] = np.union1d(self._data.get(name, np.zeros(0, np.int64)), np.asarray(keys, dtype=np.int64))
+            self._pending = {}
         return self._data
 
     def list(self) -> list[str]:
@@ -52,9 +59,10 @@ class Groups:
         """
         if not isinstance(name, str):
             raise TypeError(f"group names are str, got {name!r}")
-        new = np.array([self._owner._check_key(k) for k in (keys or [])], dtype=np.int64)
-        groups = self._groups()
-        groups[name] = np.union1d(groups.get(name, np.zeros(0, np.int64)), new)
+        new = [self._owner._check_key(k) for k in (keys if keys is not None else [])]
+        if self._data is not None and name not in self._data and name not in self._pending:
+            self._data[name] = np.zeros(0, np.int64)  # keeps creation order
+        self._pending.setdefault(name, []).extend(new)
 
     def get(self, groups: str | Iterable[str], keys_only: bool = False, iids: bool = True, segs: bool = False) -> "list[Entry] | set[int]":
         """Entries of ``groups`` (or their keys with ``keys_only``), as in iidfile 0.2.0."""

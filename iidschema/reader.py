@@ -136,11 +136,11 @@ class Reader0(Reader):
         self._sections = {name: (header[name].offset, header[name].length) for name in self.SECTIONS}
         self._check_sections()
         lut_off, lut_len = self._sections["lut"]
-        if lut_len % schema.LutEntry0.sizeof():
+        if lut_len % schema.LUT0_ROW:
             raise IIDFormatError(
-                f"LUT length {lut_len} is not a multiple of {schema.LutEntry0.sizeof()}", section="lut", offset=lut_off
+                f"LUT length {lut_len} is not a multiple of {schema.LUT0_ROW}", section="lut", offset=lut_off
             )
-        self.count = lut_len // schema.LutEntry0.sizeof()
+        self.count = lut_len // schema.LUT0_ROW
         self._lut: np.ndarray | None = None
         self._groups: dict[str, np.ndarray] | None = None
 
@@ -179,7 +179,7 @@ class Reader0(Reader):
         if not 0 <= key < self.count:
             raise KeyError(f"key {key} out of range (file has {self.count} entries)")
         row = self.lut[key]
-        at = self._sections["lut"][0] + key * schema.LutEntry0.sizeof()
+        at = self._sections["lut"][0] + key * schema.LUT0_ROW
         if int(row["key"]) != key:
             raise IIDFormatError(f"LUT row {key} holds key {int(row['key'])}", section="lut", offset=at)
         out = []
@@ -480,7 +480,7 @@ class Reader1(Reader):
             table = schema.StructArray(self.count, schema.LutEntry1)
             self._lut = parse(table, SourceStream(self.source, off), "lut", off, buffer=self.source.buffer())
             blocks = schema.StructArray(len(self._verified_blocks), schema.BlockCrc1)
-            at = off + self.count * schema.LutEntry1.sizeof()
+            at = off + self.count * schema.LUT1_ROW
             self._block_crcs = parse(blocks, SourceStream(self.source, at), "lut", at, buffer=self.source.buffer())
         return self._lut
 
@@ -492,7 +492,7 @@ class Reader1(Reader):
         if not todo.size:
             return
         off, _ = self._sections["lut"]
-        row = schema.LutEntry1.sizeof()
+        row = schema.LUT1_ROW
         for b in todo.tolist():
             lo, hi = b * schema.LUT_BLOCK, min(self.count, (b + 1) * schema.LUT_BLOCK)
             data = self.source.read(off + lo * row, (hi - lo) * row, "lut")
@@ -514,7 +514,7 @@ class Reader1(Reader):
         rel, length = int(row[kind]["offset"]), int(row[kind]["length"])
         base, size = self._sections[section]
         if rel + length > size:
-            at = self._sections["lut"][0] + key * schema.LutEntry1.sizeof()
+            at = self._sections["lut"][0] + key * schema.LUT1_ROW
             raise IIDFormatError(
                 f"LUT row {key}: {kind} record [{rel}, {rel + length}) lies outside the {section} section ({size} bytes)",
                 section="lut",
@@ -582,7 +582,7 @@ class Reader1(Reader):
         boxes = np.stack([b["minr"], b["minc"], b["maxr"], b["maxc"]], axis=1).astype(np.int64)
         if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
             i = int(np.argmax((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])))
-            at = self._sections["lut"][0] + int(keys[i]) * schema.LutEntry1.sizeof()
+            at = self._sections["lut"][0] + int(keys[i]) * schema.LUT1_ROW
             raise IIDFormatError(f"entry {int(keys[i])} has an inverted bbox", section="lut", offset=at)
         return boxes, rows["area"].astype(np.int64)
 

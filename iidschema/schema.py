@@ -597,6 +597,7 @@ File = Struct(
 # Fast-path formats derived from the declarations above.
 HEADER0 = struct.Struct(format_of(Header0))
 LUT0_DTYPE = dtype_of(LutEntry0)
+LUT0_ROW = LUT0_DTYPE.itemsize
 IID_HEAD0 = struct.Struct(format_of(IIDHead0))
 SEG_HEAD0 = struct.Struct(format_of(SegmentHead0))
 SEG_HEAD0_DTYPE = dtype_of(SegmentHead0)
@@ -604,6 +605,7 @@ REGION_HEAD0 = struct.Struct(format_of(RegionHead0))
 GROUP_KEY0_DTYPE = dtype_of(GroupKey0)
 SECTION1 = struct.Struct(format_of(SectionEntry1))
 LUT1_DTYPE = dtype_of(LutEntry1)
+LUT1_ROW = LUT1_DTYPE.itemsize
 SEG_HEAD1 = struct.Struct(format_of(SegmentHead1))
 REGION_HEAD1 = struct.Struct(format_of(RegionHead1))
 BLOCK_CRC1_DTYPE = dtype_of(BlockCrc1)
