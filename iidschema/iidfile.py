@@ -202,15 +202,20 @@ class IIDFile:
         return boxes, areas
 
     def _entries_of(self, keys: np.ndarray, iids: bool = False, segs: bool = False) -> list[Entry]:
-        out = []
-        for key in keys.tolist():
-            entry = self._entry(key)
+        """Entries of ``keys``; with ``iids``/``segs`` their missing parts are
+        read now, in one bulk pass over the file."""
+        entries = [self._entry(k) for k in keys.tolist()]
+        if self._reader is not None:
             if iids:
-                entry.iid
+                need = [e for e in entries if not e.iid_loaded]
+                for e, iid in zip(need, self._reader.iids([e.key for e in need])):
+                    e._iid = iid
             if segs:
-                entry.seg
-            out.append(entry)
-        return out
+                need = [e for e in entries if not e.seg_loaded]
+                for e, seg in zip(need, self._reader.segments([e.key for e in need])):
+                    e._seg = seg
+                    self._loaded_segs.add(e.key)
+        return entries
 
     def fetch(
         self,

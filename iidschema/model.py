@@ -75,6 +75,13 @@ class Region:
         self.payload = payload
         self._mask = mask
 
+    @classmethod
+    def raw(cls, bbox: BBox, codec: int, payload: bytes) -> "Region":
+        """A region straight from a reader (values already checked ints)."""
+        self = cls.__new__(cls)
+        self.bbox, self.codec, self.payload, self._mask = bbox, codec, payload, None
+        return self
+
     @property
     def shape(self) -> tuple[int, int]:
         minr, minc, maxr, maxc = self.bbox

@@ -15,7 +15,7 @@ size before anything is read or allocated.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from construct import ConstructError, StreamError
@@ -91,11 +91,51 @@ class Reader:
     def sections(self) -> dict[str, tuple[int, int]]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def iid(self, key: int) -> IID:  # pragma: no cover - interface
+    # Records are located (and their LUT rows checked) for many keys at once,
+    # then parsed one by one straight from the zero-copy file buffer when the
+    # source has one.  ``iid()``/``segment()`` are the one-key case of the
+    # same path, so there is one parser per record layout.
+
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        """Absolute offsets and lengths of the ``kind`` ("iid"/"seg") records of ``keys``, checked."""
         raise NotImplementedError
 
-    def segment(self, key: int) -> Segment:  # pragma: no cover - interface
+    def _parse_segment(self, data: Any, pos: int, length: int, key: int, at: int) -> Segment:  # pragma: no cover
         raise NotImplementedError
+
+    def _verify(self, data: Any, key: int, kind: str, at: int) -> None:
+        """Check a record's integrity (version 1: its CRC); version 0 has none."""
+
+    def _records(self, keys: Any, kind: str, section: str) -> Iterator[tuple[int, Any, int, int, int]]:
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        offs, lens = self._locate(keys, kind)
+        buf = self.source.buffer()
+        for key, off, n in zip(keys.tolist(), offs.tolist(), lens.tolist()):
+            if buf is not None:
+                data, pos = buf[off : off + n], 0
+            else:
+                data, pos = self.source.read(off, n, section), 0
+            self._verify(data, key, kind, off)
+            yield key, data, pos, n, off
+
+    def iids(self, keys: Any) -> list[IID]:
+        """The IIDs of ``keys``, in that order."""
+        return [_parse_iid(data, pos, n, key, at) for key, data, pos, n, at in self._records(keys, "iid", "iids")]
+
+    def segments(self, keys: Any) -> list[Segment]:
+        """The segments of ``keys`` (masks not decoded yet), in that order."""
+        return [self._parse_segment(data, pos, n, key, at) for key, data, pos, n, at in self._records(keys, "seg", "segs")]
+
+    def iid(self, key: int) -> IID:
+        return self.iids([self._check_key(key)])[0]
+
+    def segment(self, key: int) -> Segment:
+        return self.segments([self._check_key(key)])[0]
+
+    def _check_key(self, key: int) -> int:
+        if not 0 <= key < self.count:
+            raise KeyError(f"key {key} out of range (file has {self.count} entries)")
+        return key
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         """Segment bboxes ``(n, 4)`` and areas ``(n,)`` of ``keys`` (int64)."""
@@ -174,79 +214,58 @@ class Reader0(Reader):
             self._lut = parse(table, SourceStream(self.source, off), "lut", off, buffer=self.source.buffer())
         return self._lut
 
-    def _row(self, key: int) -> tuple[int, int, int, int]:
-        """Absolute (iid offset, iid length, seg offset, seg length) of ``key``, checked."""
-        if not 0 <= key < self.count:
-            raise KeyError(f"key {key} out of range (file has {self.count} entries)")
-        row = self.lut[key]
-        at = self._sections["lut"][0] + key * schema.LUT0_ROW
-        if int(row["key"]) != key:
-            raise IIDFormatError(f"LUT row {key} holds key {int(row['key'])}", section="lut", offset=at)
-        out = []
-        for name, sec in (("iid", "iids"), ("seg", "segs")):
-            rel, length = int(row[name]["offset"]), int(row[name]["length"])
-            base, size = self._sections[sec]
-            if rel + length > size:
-                raise IIDFormatError(
-                    f"LUT row {key}: {name} record [{rel}, {rel + length}) lies outside the {sec} section ({size} bytes)",
-                    section="lut",
-                    offset=at,
-                )
-            out += [base + rel, length]
-        return tuple(out)  # type: ignore[return-value]
-
-    # -- records ------------------------------------------------------------
-
-    def iid(self, key: int) -> IID:
-        off, length, _, _ = self._row(key)
-        head = schema.IID_HEAD0
-        if length < head.size:
-            raise IIDFormatError(f"IID record of key {key} is {length} bytes, shorter than its head", section="iids", offset=off)
-        data = self.source.read(off, length, "iids")
-        k, dlen, alen = head.unpack_from(data, 0)
-        if k != key:
-            raise IIDFormatError(f"IID record holds key {k}, LUT says {key}", section="iids", offset=off)
-        if head.size + dlen + alen != length:
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        section = "iids" if kind == "iid" else "segs"
+        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
+            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+        rows = self.lut[keys]
+        rel = rows[kind]["offset"].astype(np.int64)
+        length = rows[kind]["length"].astype(np.int64)
+        base, size = self._sections[section]
+        bad = (rows["key"] != keys) | (rel + length > size)
+        if bad.any():
+            i = int(np.argmax(bad))
+            key, at = int(keys[i]), self._sections["lut"][0] + int(keys[i]) * schema.LUT0_ROW
+            if int(rows["key"][i]) != key:
+                raise IIDFormatError(f"LUT row {key} holds key {int(rows['key'][i])}", section="lut", offset=at)
             raise IIDFormatError(
-                f"IID record of key {key}: lengths {dlen} + {alen} do not fill its {length} bytes", section="iids", offset=off
+                f"LUT row {key}: {kind} record [{int(rel[i])}, {int(rel[i] + length[i])}) lies outside the "
+                f"{section} section ({size} bytes)",
+                section="lut",
+                offset=at,
             )
-        domain = bytes(data[head.size : head.size + dlen])
-        address = bytes(data[head.size + dlen : length])
-        return IID(address=address, domain=domain, key=key)
+        return base + rel, length
 
-    def segment(self, key: int) -> Segment:
-        _, _, off, length = self._row(key)
-        head = schema.SEG_HEAD0
+    def _parse_segment(self, data: Any, pos: int, length: int, key: int, off: int) -> Segment:
+        head, rhead = schema.SEG_HEAD0, schema.REGION_HEAD0
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is {length} bytes, shorter than its head", section="segs", offset=off)
-        data = self.source.read(off, length, "segs")
-        k, minr, minc, maxr, maxc, area = head.unpack_from(data, 0)
+        k, minr, minc, maxr, maxc, area = head.unpack_from(data, pos)
         if k != key:
             raise IIDFormatError(f"segment holds key {k}, LUT says {key}", section="segs", offset=off)
         if maxr < minr or maxc < minc:
             raise IIDFormatError(f"segment {key} has an inverted bbox {(minr, minc, maxr, maxc)}", section="segs", offset=off)
         regions = Regions()
-        rhead = schema.REGION_HEAD0
-        pos = head.size
-        while pos < length:
-            at = off + pos
-            if length - pos < rhead.size:
+        p, end = pos + head.size, pos + length
+        while p < end:
+            at = off + p - pos
+            if end - p < rhead.size:
                 raise IIDFormatError(f"segment {key}: truncated region head", section="segs", offset=at)
-            rlen, a, b, c, d = rhead.unpack_from(data, pos)
+            rlen, a, b, c, d = rhead.unpack_from(data, p)
             if not (minr <= a < c <= maxr and minc <= b < d <= maxc):
                 raise IIDFormatError(
                     f"segment {key}: region bbox {(a, b, c, d)} is empty or outside the segment bbox {(minr, minc, maxr, maxc)}",
                     section="segs",
                     offset=at,
                 )
-            if rlen != rhead.size + schema.packed_len(c - a, d - b) or pos + rlen > length:
+            if rlen != rhead.size + ((c - a) * (d - b) + 7) // 8 or p + rlen > end:
                 raise IIDFormatError(
                     f"segment {key}: region length {rlen} does not match its bbox or overruns the segment",
                     section="segs",
                     offset=at,
                 )
-            regions.append(Region((a, b, c, d), codec=0, payload=bytes(data[pos + rhead.size : pos + rlen])))
-            pos += rlen
+            regions.append(Region.raw((a, b, c, d), 0, bytes(data[p + rhead.size : p + rlen])))
+            p += rlen
         return Segment(key, (minr, minc, maxr, maxc), area, regions)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,8 +279,8 @@ class Reader0(Reader):
         length = rows["seg"]["length"].astype(np.int64)
         bad = (rows["key"] != keys) | (length < schema.SEG_HEAD0.size) | (rel + length > size)
         if bad.any():
-            # Report the first bad row precisely through the scalar path.
-            self._row(int(keys[np.argmax(bad)]))
+            # Report the first bad row precisely through the shared locator.
+            self._locate(keys[np.argmax(bad) : np.argmax(bad) + 1], "seg")
             k = int(keys[np.argmax(bad)])
             raise IIDFormatError(f"segment of key {k} is shorter than its head", section="segs", offset=base + int(rel[np.argmax(bad)]))
         raw = self.source.gather(base + rel, schema.SEG_HEAD0.size, "segs")
@@ -321,6 +340,22 @@ def _parse_groups(raw: Any, off: int, count: int) -> dict[str, np.ndarray]:
             )
         out[name] = keys
     return out
+
+
+def _parse_iid(data: Any, pos: int, length: int, key: int, off: int) -> IID:
+    """An IID record (same layout in versions 0 and 1)."""
+    head = schema.IID_HEAD0
+    if length < head.size:
+        raise IIDFormatError(f"IID record of key {key} is {length} bytes, shorter than its head", section="iids", offset=off)
+    k, dlen, alen = head.unpack_from(data, pos)
+    if k != key:
+        raise IIDFormatError(f"IID record holds key {k}, LUT says {key}", section="iids", offset=off)
+    if head.size + dlen + alen != length:
+        raise IIDFormatError(
+            f"IID record of key {key}: lengths {dlen} + {alen} do not fill its {length} bytes", section="iids", offset=off
+        )
+    start = pos + head.size
+    return IID(address=bytes(data[start + dlen : pos + length]), domain=bytes(data[start : start + dlen]), key=key)
 
 
 def crc32c(data: Any) -> int:
@@ -507,70 +542,66 @@ class Reader1(Reader):
         self._verify_blocks(keys)
         return self.lut[keys]
 
-    def _record(self, key: int, kind: str, section: str) -> tuple[int, memoryview]:
-        if not 0 <= key < self.count:
-            raise KeyError(f"key {key} out of range (file has {self.count} entries)")
-        row = self._rows(np.array([key]))[0]
-        rel, length = int(row[kind]["offset"]), int(row[kind]["length"])
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        section = "iids" if kind == "iid" else "segs"
+        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
+            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+        rows = self._rows(keys)
+        rel = rows[kind]["offset"]
+        length = rows[kind]["length"]
         base, size = self._sections[section]
-        if rel + length > size:
-            at = self._sections["lut"][0] + key * schema.LUT1_ROW
+        # uint64 arithmetic cannot go negative; compare without overflow.
+        bad = (rel > size) | (length > size - np.minimum(rel, size))
+        if bad.any():
+            i = int(np.argmax(bad))
+            at = self._sections["lut"][0] + int(keys[i]) * schema.LUT1_ROW
             raise IIDFormatError(
-                f"LUT row {key}: {kind} record [{rel}, {rel + length}) lies outside the {section} section ({size} bytes)",
+                f"LUT row {int(keys[i])}: {kind} record [{int(rel[i])}, {int(rel[i]) + int(length[i])}) lies outside the "
+                f"{section} section ({size} bytes)",
                 section="lut",
                 offset=at,
             )
-        data = self.source.read(base + rel, length, section)
+        return base + rel.astype(np.int64), length.astype(np.int64)
+
+    def _verify(self, data: Any, key: int, kind: str, at: int) -> None:
+        row = self.lut[key]
         if crc32c(data) != int(row[f"{kind}_crc"]):
-            raise IIDChecksumError(f"{'IID' if kind == 'iid' else 'segment'} record of entry {key} is damaged (checksum mismatch)",
-                                   section=section, offset=base + rel)
-        return base + rel, data
+            what = "IID" if kind == "iid" else "segment"
+            raise IIDChecksumError(f"{what} record of entry {key} is damaged (checksum mismatch)",
+                                   section="iids" if kind == "iid" else "segs", offset=at)
 
-    # -- records ------------------------------------------------------------
-
-    def iid(self, key: int) -> IID:
-        off, data = self._record(key, "iid", "iids")
-        head = schema.IID_HEAD0
-        if len(data) < head.size:
-            raise IIDFormatError(f"IID record of key {key} is shorter than its head", section="iids", offset=off)
-        k, dlen, alen = head.unpack_from(data, 0)
-        if k != key or head.size + dlen + alen != len(data):
-            raise IIDFormatError(f"IID record of key {key} is inconsistent (key {k}, lengths {dlen}+{alen})", section="iids", offset=off)
-        return IID(address=bytes(data[head.size + dlen :]), domain=bytes(data[head.size : head.size + dlen]), key=key)
-
-    def segment(self, key: int) -> Segment:
-        off, data = self._record(key, "seg", "segs")
+    def _parse_segment(self, data: Any, pos: int, length: int, key: int, off: int) -> Segment:
         row = self.lut[key]
         b = row["bbox"]
         minr, minc, maxr, maxc = int(b["minr"]), int(b["minc"]), int(b["maxr"]), int(b["maxc"])
         head, rhead = schema.SEG_HEAD1, schema.REGION_HEAD1
-        if len(data) < head.size:
+        if length < head.size:
             raise IIDFormatError(f"segment of key {key} is shorter than its head", section="segs", offset=off)
-        k, nreg = head.unpack_from(data, 0)
+        k, nreg = head.unpack_from(data, pos)
         if k != key:
             raise IIDFormatError(f"segment holds key {k}, LUT says {key}", section="segs", offset=off)
-        if nreg > (len(data) - head.size) // rhead.size:
-            raise IIDFormatError(f"segment {key} claims {nreg} regions, more than its {len(data)} bytes hold", section="segs", offset=off)
+        if nreg > (length - head.size) // rhead.size:
+            raise IIDFormatError(f"segment {key} claims {nreg} regions, more than its {length} bytes hold", section="segs", offset=off)
         regions = Regions()
-        pos = head.size
+        p, end = pos + head.size, pos + length
         for _ in range(nreg):
-            at = off + pos
-            if len(data) - pos < rhead.size:
+            at = off + p - pos
+            if end - p < rhead.size:
                 raise IIDFormatError(f"segment {key}: truncated region head", section="segs", offset=at)
-            a, bb, c, d, codec, flags, plen = rhead.unpack_from(data, pos)
+            a, bb, c, d, codec, _flags, plen = rhead.unpack_from(data, p)
             if not (minr <= a < c <= maxr and minc <= bb < d <= maxc):
                 raise IIDFormatError(
                     f"segment {key}: region bbox {(a, bb, c, d)} is empty or outside the segment bbox {(minr, minc, maxr, maxc)}",
                     section="segs",
                     offset=at,
                 )
-            pos += rhead.size
-            if plen > len(data) - pos:
+            p += rhead.size
+            if plen > end - p:
                 raise IIDFormatError(f"segment {key}: region payload of {plen} bytes overruns the segment", section="segs", offset=at)
-            regions.append(Region((a, bb, c, d), codec=codec, payload=bytes(data[pos : pos + plen])))
-            pos += plen
-        if pos != len(data):
-            raise IIDFormatError(f"segment {key}: {len(data) - pos} bytes after its last region", section="segs", offset=off + pos)
+            regions.append(Region.raw((a, bb, c, d), codec, bytes(data[p : p + plen])))
+            p += plen
+        if p != end:
+            raise IIDFormatError(f"segment {key}: {end - p} bytes after its last region", section="segs", offset=off + p - pos)
         return Segment(key, (minr, minc, maxr, maxc), int(row["area"]), regions)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
