@@ -655,7 +655,7 @@ class Reader1(Reader):
             from .index.address import AddressIndex
 
             self._address = self._index("address_index", AddressIndex)
-        found = [np.asarray(self._address.lookup(a), dtype=np.int64) for a in addresses]
+        found = [np.asarray(k, dtype=np.int64) for k in self._address.lookup_many(addresses)]
         keys = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         if keys.size and int(keys.max()) >= self.count:
             raise IIDFormatError("address index refers to a key past the entry count", section="address_index",

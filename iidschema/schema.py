@@ -561,7 +561,43 @@ BlockTable1 = Struct(
 )
 BlockCrcs1 = Struct("table_count" / Int32ul, "tables" / Array(this.table_count, BlockTable1))
 
-#   spatial_index, address_index: see docs/INDEXES.md (iidschema.index)
+#   The two index sections (algorithms in docs/INDEXES.md, code in iidschema.index)
+
+#   spatial_index ::= spatial_header { spatial_node }          (num_nodes records)
+#   spatial_header ::= "SIDX" node_size:u32 num_entries:u32 num_levels:u32 num_nodes:u64
+#   spatial_node   ::= minr:u32 minc:u32 maxr:u32 maxc:u32 ref:u32
+#   All little-endian.  Nodes: root level first, leaf level last (docs/INDEXES.md).
+SPATIAL_MAGIC = b"SIDX"
+SpatialHeader = Struct(
+    "magic" / Const(SPATIAL_MAGIC),
+    "node_size" / Int32ul,
+    "num_entries" / Int32ul,
+    "num_levels" / Int32ul,
+    "num_nodes" / Int64ul,
+)
+SpatialNode = Struct(
+    "minr" / Int32ul,
+    "minc" / Int32ul,
+    "maxr" / Int32ul,
+    "maxc" / Int32ul,
+    "ref" / Int32ul,
+)
+
+#   address_index  ::= address_header bucket_table { address_record }
+#   address_header ::= "AIDX" hash_id:u32 bucket_bits:u32 num_entries:u32
+#   bucket_table   ::= { start:u32 }                       (2^bucket_bits + 1 entries)
+#   address_record ::= hash:u64 key:u32                    (num_entries, sorted by (hash, key))
+#   All little-endian.  hash_id 1 = XXH3-64, seed 0, of the address bytes.
+ADDRESS_MAGIC = b"AIDX"
+HASH_XXH3_64 = 1
+AddressHeader = Struct(
+    "magic" / Const(ADDRESS_MAGIC),
+    "hash_id" / Int32ul,
+    "bucket_bits" / Int32ul,
+    "num_entries" / Int32ul,
+)
+AddressBucket = Struct("start" / Int32ul)
+AddressRecord = Struct("hash" / Int64ul, "key" / Int32ul)
 
 File1 = Struct(
     "header" / Header1,

@@ -22,10 +22,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import xxhash
-from construct import Const, ConstructError, Int32ul, Int64ul, Struct
+from construct import ConstructError
 
 from ..errors import IIDFormatError, IIDLimitError
-from ..schema import dtype_of
 from .spatial import ReadFn, _coalesce, _read_exact
 
 __all__ = [
@@ -40,23 +39,9 @@ __all__ = [
     "bucket_bits_for",
 ]
 
-# --- layout (moved into iidschema/schema.py by the lead) ---
-#   address_index  ::= address_header bucket_table { address_record }
-#   address_header ::= "AIDX" hash_id:u32 bucket_bits:u32 num_entries:u32
-#   bucket_table   ::= { start:u32 }                       (2^bucket_bits + 1 entries)
-#   address_record ::= hash:u64 key:u32                    (num_entries, sorted by (hash, key))
-#   All little-endian.  hash_id 1 = XXH3-64, seed 0, of the address bytes.
-ADDRESS_MAGIC = b"AIDX"
-HASH_XXH3_64 = 1
-AddressHeader = Struct(
-    "magic" / Const(ADDRESS_MAGIC),
-    "hash_id" / Int32ul,
-    "bucket_bits" / Int32ul,
-    "num_entries" / Int32ul,
-)
-AddressBucket = Struct("start" / Int32ul)
-AddressRecord = Struct("hash" / Int64ul, "key" / Int32ul)
-# --- end layout ---
+# The byte layout of this section is declared in iidschema/schema.py.
+from ..schema import dtype_of, ADDRESS_MAGIC, HASH_XXH3_64, AddressHeader, AddressBucket, AddressRecord  # noqa: E402
+
 
 SECTION = "address_index"
 HEADER_SIZE = AddressHeader.sizeof()  # 16

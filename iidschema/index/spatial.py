@@ -25,10 +25,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from construct import Const, ConstructError, Int32ul, Int64ul, Struct
+from construct import ConstructError
 
 from ..errors import IIDFormatError, IIDLimitError
-from ..schema import dtype_of
 
 __all__ = [
     "SPATIAL_MAGIC",
@@ -41,27 +40,9 @@ __all__ = [
     "hilbert_values",
 ]
 
-# --- layout (moved into iidschema/schema.py by the lead) ---
-#   spatial_index ::= spatial_header { spatial_node }          (num_nodes records)
-#   spatial_header ::= "SIDX" node_size:u32 num_entries:u32 num_levels:u32 num_nodes:u64
-#   spatial_node   ::= minr:u32 minc:u32 maxr:u32 maxc:u32 ref:u32
-#   All little-endian.  Nodes: root level first, leaf level last (docs/INDEXES.md).
-SPATIAL_MAGIC = b"SIDX"
-SpatialHeader = Struct(
-    "magic" / Const(SPATIAL_MAGIC),
-    "node_size" / Int32ul,
-    "num_entries" / Int32ul,
-    "num_levels" / Int32ul,
-    "num_nodes" / Int64ul,
-)
-SpatialNode = Struct(
-    "minr" / Int32ul,
-    "minc" / Int32ul,
-    "maxr" / Int32ul,
-    "maxc" / Int32ul,
-    "ref" / Int32ul,
-)
-# --- end layout ---
+# The byte layout of this section is declared in iidschema/schema.py.
+from ..schema import dtype_of, SPATIAL_MAGIC, SpatialHeader, SpatialNode  # noqa: E402
+
 
 SECTION = "spatial_index"
 HEADER_SIZE = SpatialHeader.sizeof()  # 24
