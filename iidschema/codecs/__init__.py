@@ -1,0 +1,318 @@
+"""Mask codecs: look-up by id or name, automatic choice, and the registry.
+
+Codecs come from plugins (hook ``iidschema_codecs``), the built-ins included.
+The registry built from the hooks holds only *declarations*
+(:class:`~iidschema.codecs.base.CodecSpec`); a codec object is created the
+first time it is asked for and then kept, so listing codecs never imports
+their dependencies.  The registry is rebuilt whenever a plugin is registered
+or unregistered (the manager's ``generation`` changes).
+
+>>> from iidschema.codecs import get_codec, encode_auto
+>>> codec = get_codec("rle")                      # or get_codec(1)
+>>> codec_id, payload = encode_auto(mask)         # doctest: +SKIP
+>>> get_codec(codec_id).decode(payload, mask.shape)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence, Union
+
+from ..errors import IIDCodecError, IIDPluginError
+from ..plugins.manager import BUILTIN_MODULE, IIDPluginManager, call_each, describe_plugin, get_plugin_manager
+from .base import (
+    BUILTIN_ID_RANGE,
+    PRIVATE_ID_RANGE,
+    THIRD_PARTY_ID_RANGE,
+    CodecSpec,
+    MaskCodec,
+    MaskCodecLike,
+    as_mask,
+)
+
+__all__ = [
+    "CodecSpec",
+    "MaskCodec",
+    "MaskCodecLike",
+    "CodecLike",
+    "DeclaredCodec",
+    "get_codec",
+    "available_codecs",
+    "declared_codecs",
+    "encode_auto",
+    "resolve_codec",
+    "encoder_for",
+    "builtin_codec_ids",
+    "check_plugin_codecs",
+]
+
+#: What the API accepts where a codec is meant: an id, a name, a codec
+#: object, or ``"auto"`` (where allowed).
+CodecLike = Union[int, str, MaskCodecLike]
+
+
+@dataclass(frozen=True)
+class DeclaredCodec:
+    """A codec declaration together with the plugin that made it."""
+
+    spec: CodecSpec
+    plugin_name: str
+    builtin: bool
+
+    def where(self) -> str:
+        return f"{self.spec.name!r} (id {self.spec.id}) of plugin {self.plugin_name!r}"
+
+
+@dataclass
+class _Registry:
+    pm: IIDPluginManager
+    generation: int
+    by_id: dict[int, DeclaredCodec]
+    by_name: dict[str, DeclaredCodec]
+    instances: dict[int, Any] = field(default_factory=dict)
+    load_errors: dict[int, IIDCodecError] = field(default_factory=dict)
+
+
+class _Ready:
+    """Loader of a codec object a hook returned ready-made (or its class)."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+        self.loader_text = describe_plugin(obj)
+
+    def __call__(self) -> Any:
+        return self.obj() if isinstance(self.obj, type) else self.obj
+
+
+def _looks_like_codec(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("id", "name", "encode", "decode"))
+
+
+def _as_specs(result: Any, plugin_name: str) -> list[CodecSpec]:
+    """Normalise what an ``iidschema_codecs`` implementation returned."""
+    if result is None:
+        return []
+    if isinstance(result, CodecSpec) or _looks_like_codec(result):
+        result = [result]
+    try:
+        items = list(result)
+    except TypeError:
+        raise IIDPluginError(
+            f"plugin {plugin_name!r}: iidschema_codecs() must return a list, got {type(result).__name__}"
+        ) from None
+    specs = []
+    for item in items:
+        if isinstance(item, CodecSpec):
+            specs.append(item)
+        elif _looks_like_codec(item):
+            doc = (getattr(item, "__doc__", None) or "").strip().splitlines()
+            desc = getattr(item, "description", "") or (doc[0] if doc else "")
+            specs.append(CodecSpec(item.id, item.name, _Ready(item), desc))
+        else:
+            raise IIDPluginError(
+                f"plugin {plugin_name!r}: iidschema_codecs() returned {item!r}, "
+                "which is neither a CodecSpec nor a codec (id, name, encode, decode)"
+            )
+    return specs
+
+
+def _build(pm: IIDPluginManager, *, strict_for: str | None = None) -> _Registry:
+    """Collect every plugin's declarations; conflicts raise IIDPluginError.
+
+    A plugin whose hook raises or returns junk is recorded as failed and
+    skipped, except the plugin named ``strict_for`` (being registered), for
+    which the error is raised so that its registration can be undone.
+    """
+    by_id: dict[int, DeclaredCodec] = {}
+    by_name: dict[str, DeclaredCodec] = {}
+    for call in call_each(pm, "iidschema_codecs"):
+        value = pm.sources.get(call.plugin_name, {}).get("value") or describe_plugin(call.plugin)
+        try:
+            if call.error is not None:
+                raise IIDPluginError(
+                    f"plugin {call.plugin_name!r}: iidschema_codecs() raised "
+                    f"{type(call.error).__name__}: {call.error}"
+                ) from call.error
+            specs = _as_specs(call.result, call.plugin_name)
+        except IIDPluginError as exc:
+            if call.plugin_name == strict_for:
+                raise
+            pm.record_failure(call.plugin_name, str(value), "hook iidschema_codecs", exc)
+            continue
+        builtin = getattr(call.plugin, "__name__", None) == BUILTIN_MODULE
+        for spec in specs:
+            new = DeclaredCodec(spec, call.plugin_name, builtin)
+            old = by_id.get(spec.id)
+            if old is not None:
+                raise IIDPluginError(f"codec id {spec.id} is claimed twice: {old.where()} and {new.where()}")
+            key = spec.name.lower()
+            old = by_name.get(key)
+            if old is not None:
+                raise IIDPluginError(f"codec name {spec.name!r} is claimed twice: {old.where()} and {new.where()}")
+            by_id[spec.id] = by_name[key] = new
+    return _Registry(pm, pm.generation, by_id, by_name)
+
+
+_LOCK = threading.RLock()
+_CURRENT: _Registry | None = None
+
+
+def _registry() -> _Registry:
+    """The registry of the current manager, rebuilt when plugins changed."""
+    global _CURRENT
+    pm = get_plugin_manager()
+    reg = _CURRENT
+    if reg is None or reg.pm is not pm or reg.generation != pm.generation:
+        with _LOCK:
+            reg = _CURRENT
+            if reg is None or reg.pm is not pm or reg.generation != pm.generation:
+                reg = _CURRENT = _build(pm)
+    return reg
+
+
+def check_plugin_codecs(pm: IIDPluginManager, name: str) -> None:
+    """Raise :class:`IIDPluginError` if plugin ``name`` misdeclares codecs or
+    conflicts with another plugin (called right after registering it)."""
+    _build(pm, strict_for=name)
+
+
+def declared_codecs(pm: IIDPluginManager | None = None) -> list[DeclaredCodec]:
+    """Every codec declaration with its plugin, by id (imports no codec)."""
+    reg = _registry() if pm is None else _build(pm)
+    return [reg.by_id[i] for i in sorted(reg.by_id)]
+
+
+def available_codecs() -> list[CodecSpec]:
+    """The declarations of all registered codecs, by id (imports no codec)."""
+    return [d.spec for d in declared_codecs()]
+
+
+def builtin_codec_ids() -> list[int]:
+    """Ids of the codecs provided by iidschema itself (the ``encode_auto`` default)."""
+    reg = _registry()
+    return sorted(i for i, d in reg.by_id.items() if d.builtin)
+
+
+def _unknown(what: str, reg: _Registry, ident: Any) -> IIDCodecError:
+    have = ", ".join(f"{i} ({reg.by_id[i].spec.name})" for i in sorted(reg.by_id)) or "none"
+    hint = "install the plugin package that provides it"
+    if isinstance(ident, int):
+        if ident in THIRD_PARTY_ID_RANGE:
+            hint += " (third-party ids are listed in the registry table of docs/CODECS.md)"
+        elif ident in PRIVATE_ID_RANGE:
+            hint += " (ids 32768-65535 are private: the file was written with an experimental codec)"
+        elif ident in BUILTIN_ID_RANGE:
+            hint = "upgrade iidschema (ids 0-127 are its built-ins)"
+    return IIDCodecError(f"unknown mask codec {what}; available codecs: {have}; {hint}")
+
+
+def _instantiate(reg: _Registry, decl: DeclaredCodec) -> Any:
+    spec = decl.spec
+    with _LOCK:
+        codec = reg.instances.get(spec.id)
+        if codec is not None:
+            return codec
+        error = reg.load_errors.get(spec.id)
+        if error is not None:
+            raise error
+        try:
+            codec = spec.load()
+        except Exception as exc:
+            reg.pm.record_failure(decl.plugin_name, spec.loader_text, f"load codec {spec.name}", exc)
+            error = IIDCodecError(
+                f"mask codec {decl.where()} could not be loaded from {spec.loader_text}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            reg.load_errors[spec.id] = error
+            raise error from exc
+        if not _looks_like_codec(codec) or not callable(codec.encode) or not callable(codec.decode):
+            raise IIDPluginError(f"{spec.loader_text} (codec {decl.where()}) is not a codec: {codec!r}")
+        if codec.id != spec.id or str(codec.name).lower() != spec.name.lower():
+            raise IIDPluginError(
+                f"{spec.loader_text} declares codec {codec.name!r} id {codec.id}, "
+                f"but plugin {decl.plugin_name!r} announced {spec.name!r} id {spec.id}"
+            )
+        reg.instances[spec.id] = codec
+        return codec
+
+
+def get_codec(id_or_name: int | str) -> Any:
+    """The codec with this id (the uint16 in files) or name (case-insensitive).
+
+    Raises :class:`IIDCodecError` for an unknown codec, naming it and listing
+    the available ones.
+    """
+    reg = _registry()
+    if isinstance(id_or_name, str):
+        decl = reg.by_name.get(id_or_name.lower())
+        if decl is None:
+            raise _unknown(f"name {id_or_name!r}", reg, id_or_name)
+    else:
+        try:
+            ident = operator.index(id_or_name)
+        except TypeError:
+            raise IIDCodecError(f"a codec is named by an int id or a str name, got {id_or_name!r}") from None
+        decl = reg.by_id.get(ident)
+        if decl is None:
+            raise _unknown(f"id {ident}", reg, ident)
+    codec = reg.instances.get(decl.spec.id)
+    return codec if codec is not None else _instantiate(reg, decl)
+
+
+def resolve_codec(codec: CodecLike) -> Any | None:
+    """The codec meant by an id, a name or a codec object; ``None`` for ``"auto"``.
+
+    ``None`` tells the caller to choose per mask with :func:`encode_auto`
+    (or use :func:`encoder_for`, which does it).  A codec object is returned
+    as is, after checking that it does not contradict a registered codec of
+    the same id (it need not be registered: files written with it are then
+    readable only where it is).
+    """
+    if isinstance(codec, str):
+        if codec.lower() == "auto":
+            return None
+        return get_codec(codec)
+    if _looks_like_codec(codec) and not isinstance(codec, type):
+        reg = _registry()
+        decl = reg.by_id.get(codec.id)
+        if decl is not None and decl.spec.name.lower() != str(codec.name).lower():
+            raise IIDCodecError(
+                f"codec object {codec!r} uses id {codec.id}, which is registered to {decl.where()}"
+            )
+        return codec
+    return get_codec(codec)  # an int id (or an error naming what was given)
+
+
+def encode_auto(mask: Any, candidates: Iterable[CodecLike] | None = None) -> tuple[int, bytes]:
+    """Encode with every candidate and keep the smallest: ``(codec_id, payload)``.
+
+    ``candidates`` defaults to iidschema's built-in codecs (never a
+    third-party one, so files stay readable without plugins).  Ties go to the
+    lowest id, so the choice is deterministic.
+    """
+    m = as_mask(mask)
+    codecs = [resolve_codec(c) for c in (builtin_codec_ids() if candidates is None else candidates)]
+    if not codecs or any(c is None for c in codecs):
+        raise IIDCodecError("encode_auto needs at least one concrete candidate codec (not 'auto')")
+    best: tuple[int, int, bytes] | None = None
+    for codec in sorted(codecs, key=lambda c: c.id):
+        payload = bytes(codec.encode(m))
+        if best is None or len(payload) < best[0]:
+            best = (len(payload), codec.id, payload)
+    assert best is not None
+    return best[1], best[2]
+
+
+def encoder_for(codec: CodecLike, candidates: Sequence[CodecLike] | None = None) -> Callable[[Any], tuple[int, bytes]]:
+    """A function ``mask -> (codec_id, payload)`` for a codec or ``"auto"``.
+
+    Resolves the codec once, for writers that encode many masks.
+    """
+    resolved = resolve_codec(codec)
+    if resolved is None:
+        return lambda mask: encode_auto(mask, candidates)
+    cid = resolved.id
+    return lambda mask: (cid, bytes(resolved.encode(mask)))
