@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="installed plugins, their codecs and formats, and any that failed to load")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
+    __import__("iidschema.validate", fromlist=["add_validate_parser"]).add_validate_parser(sub)
     return parser
 
 
