@@ -41,7 +41,14 @@ __all__ = [
     "as_mask",
     "packed_size",
     "load_object",
+    "MAX_MASK_PIXELS",
 ]
+
+#: Largest mask (h*w) a decoder accepts: 2**32 covers every version-0 region
+#: (65535 x 65535).  A bound on the shape is what bounds decoding, since a
+#: few bytes of a valid payload may describe that many pixels.  Raise it (at
+#: your own risk) by assigning to this module attribute.
+MAX_MASK_PIXELS = 2**32
 
 #: Codec ids are stored as uint16.
 ID_MIN = 0
@@ -190,8 +197,8 @@ def check_shape(shape: Any) -> tuple[int, int]:
         h, w = shape
     except (TypeError, ValueError):
         raise IIDCodecError(f"mask shape must be (height, width), got {shape!r}") from None
-    if type(h) is int and type(w) is int and h >= 0 and w >= 0:  # the common case, fast
-        return h, w
+    if type(h) is int and type(w) is int and h >= 0 and w >= 0 and h * w <= MAX_MASK_PIXELS:
+        return h, w  # the common case, fast
     out = []
     for v in (h, w):
         if isinstance(v, (bool, np.bool_)):
@@ -203,6 +210,10 @@ def check_shape(shape: Any) -> tuple[int, int]:
         if v < 0:
             raise IIDCodecError(f"mask shape must be non-negative, got {shape!r}")
         out.append(v)
+    if out[0] * out[1] > MAX_MASK_PIXELS:
+        raise IIDCodecError(
+            f"a {out[0]}x{out[1]} mask exceeds iidschema.codecs.base.MAX_MASK_PIXELS ({MAX_MASK_PIXELS})"
+        )
     return out[0], out[1]
 
 

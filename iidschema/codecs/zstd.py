@@ -7,9 +7,11 @@ the frame.  The encoder uses compression level 3 by default.
 
 Decoding is bounded by reading the frame header first: a frame that does not
 declare its content size, or declares another one than the region allows,
-is refused *before* anything is decompressed, and the decompressor is told
-the exact output size, so a small damaged payload can never make it allocate
-more than the region's ``ceil(h*w/8)`` bytes.
+is refused *before* anything is decompressed.  The block headers are then
+walked (as ``ZSTD_decompressBound`` does) to check that the blocks can
+produce that many bytes at all: zstandard allocates the declared size up
+front, so without this a 20-byte frame claiming the 512 MB of a 65535x65535
+region would allocate 512 MB before failing.
 
 This module imports :mod:`zstandard`; the built-in plugin declares it lazily
 so that merely listing codecs never imports it.
@@ -29,6 +31,45 @@ from .packbits import pack, unpack
 __all__ = ["ZstdCodec", "DEFAULT_LEVEL"]
 
 DEFAULT_LEVEL = 3
+
+_MAGIC = b"\x28\xb5\x2f\xfd"
+#: A block never regenerates more than this (RFC 8878, Block_Maximum_Size).
+_BLOCK_MAX = 128 * 1024
+
+
+def _content_bound(buf: memoryview, start: int) -> int:
+    """Most bytes the blocks from ``start`` can produce; checks their framing.
+
+    Raw and RLE blocks produce exactly their Block_Size, a compressed block
+    at most 128 KiB.  Each block takes at least 3 input bytes, so this loop
+    is bounded by the payload size.
+    """
+    n = len(buf)
+    pos = start
+    total = 0
+    while True:
+        if pos + 3 > n:
+            raise IIDCodecError("zstd frame is truncated (missing block header)")
+        header = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+        pos += 3
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise IIDCodecError("zstd frame holds a block of reserved type 3")
+        if size > _BLOCK_MAX:
+            raise IIDCodecError(f"zstd frame holds a block of {size} bytes (at most {_BLOCK_MAX})")
+        if kind == 0:  # raw
+            total += size
+            pos += size
+        elif kind == 1:  # RLE: one byte repeated ``size`` times
+            total += size
+            pos += 1
+        else:  # compressed
+            total += _BLOCK_MAX
+            pos += size
+        if pos > n:
+            raise IIDCodecError("zstd frame is truncated (block data)")
+        if last:
+            return total
 
 
 class ZstdCodec(MaskCodec):
@@ -82,6 +123,18 @@ class ZstdCodec(MaskCodec):
             )
         if params.dict_id:
             raise IIDCodecError(f"zstd frame needs dictionary {params.dict_id}; iidschema uses none")
+        view = memoryview(buffer).cast("B")
+        if view[:4] != _MAGIC:  # e.g. a skippable frame
+            raise IIDCodecError("zstd payload is not a zstd data frame")
+        try:
+            start = zstandard.frame_header_size(buffer)
+        except zstandard.ZstdError as exc:
+            raise IIDCodecError(f"zstd payload has no valid frame header: {exc}") from None
+        bound = _content_bound(view, start)
+        if bound < expected:
+            raise IIDCodecError(
+                f"zstd frame declares {expected} bytes of content but its blocks can hold at most {bound}"
+            )
         # The declared size is now known to be ``expected``: zstandard sizes
         # its output from it (max_output_size only matters for frames without
         # one, which were refused above), and a frame whose blocks hold more
