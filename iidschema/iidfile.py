@@ -26,7 +26,7 @@ from .writer import atomic_write, check_meta, write_v0, write_v1
 __all__ = ["IIDFile", "open", "DEFAULT_VERSION"]
 
 #: Version written for new files when ``save()`` is not told otherwise.
-DEFAULT_VERSION = 0
+DEFAULT_VERSION = 1
 
 #: Largest coordinate any supported version can store (version 0: 65535).
 MAX_COORD = schema.MAX_U32

@@ -281,8 +281,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
     error the temporary file is removed and ``path`` is untouched (the
     reference truncated the target first and left a 0-byte file on errors).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    # Write through symlinks: replace the file a link points to, not the link.
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:

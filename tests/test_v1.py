@@ -145,7 +145,7 @@ def test_unknown_optional_section_is_skipped_and_required_refused(tmp_path):
         else:
             with pytest.raises(iidschema.IIDFormatError, match="required"):
                 IIDFile(patched)
-    assert header.section_count == 8
+    assert header.section_count == 9
 
 
 def _read_everything(data: bytes) -> list:
