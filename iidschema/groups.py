@@ -50,7 +50,9 @@ class Groups:
         if name not in groups:
             known = ", ".join(repr(n) for n in sorted(groups)) or "none"
             raise KeyError(f"no group {name!r} in this file (groups: {known})")
-        return groups[name]
+        keys = groups[name]
+        keys.flags.writeable = False  # shared with the file: callers must not change it
+        return keys
 
     def add(self, name: str, keys: Iterable[int] | None = None) -> None:
         """Create group ``name`` (if needed) and add ``keys`` to it.
@@ -72,8 +74,8 @@ class Groups:
         return self._owner.fetch(keys=keys.tolist(), iids=iids, segs=segs)
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """Every group, in table order."""
-        return dict(self._groups())
+        """Every group, in table order (read-only arrays)."""
+        return {name: self.keys(name) for name in self._groups()}
 
     def __contains__(self, name: object) -> bool:
         return name in self._groups()

@@ -96,35 +96,34 @@ class Reader:
     # source has one.  ``iid()``/``segment()`` are the one-key case of the
     # same path, so there is one parser per record layout.
 
-    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-        """Absolute offsets and lengths of the ``kind`` ("iid"/"seg") records of ``keys``, checked."""
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, list]:  # pragma: no cover
+        """Absolute offsets and lengths of the ``kind`` ("iid"/"seg") records of
+        ``keys``, checked, and per key what the LUT row says about the record
+        (version 1: CRC, and for segments bbox and area; version 0: None)."""
         raise NotImplementedError
 
-    def _parse_segment(self, data: Any, pos: int, length: int, key: int, at: int) -> Segment:  # pragma: no cover
+    def _parse_segment(self, data: Any, length: int, key: int, at: int, info: Any) -> Segment:  # pragma: no cover
         raise NotImplementedError
 
-    def _verify(self, data: Any, key: int, kind: str, at: int) -> None:
+    def _verify(self, data: Any, key: int, kind: str, at: int, info: Any) -> None:
         """Check a record's integrity (version 1: its CRC); version 0 has none."""
 
-    def _records(self, keys: Any, kind: str, section: str) -> Iterator[tuple[int, Any, int, int, int]]:
+    def _records(self, keys: Any, kind: str, section: str) -> Iterator[tuple[int, Any, int, int, Any]]:
         keys = np.asarray(keys, dtype=np.int64).reshape(-1)
-        offs, lens = self._locate(keys, kind)
+        offs, lens, infos = self._locate(keys, kind)
         buf = self.source.buffer()
-        for key, off, n in zip(keys.tolist(), offs.tolist(), lens.tolist()):
-            if buf is not None:
-                data, pos = buf[off : off + n], 0
-            else:
-                data, pos = self.source.read(off, n, section), 0
-            self._verify(data, key, kind, off)
-            yield key, data, pos, n, off
+        for key, off, n, info in zip(keys.tolist(), offs.tolist(), lens.tolist(), infos):
+            data = buf[off : off + n] if buf is not None else self.source.read(off, n, section)
+            self._verify(data, key, kind, off, info)
+            yield key, data, n, off, info
 
     def iids(self, keys: Any) -> list[IID]:
         """The IIDs of ``keys``, in that order."""
-        return [_parse_iid(data, pos, n, key, at) for key, data, pos, n, at in self._records(keys, "iid", "iids")]
+        return [_parse_iid(data, n, key, at) for key, data, n, at, _ in self._records(keys, "iid", "iids")]
 
     def segments(self, keys: Any) -> list[Segment]:
         """The segments of ``keys`` (masks not decoded yet), in that order."""
-        return [self._parse_segment(data, pos, n, key, at) for key, data, pos, n, at in self._records(keys, "seg", "segs")]
+        return [self._parse_segment(data, n, key, at, info) for key, data, n, at, info in self._records(keys, "seg", "segs")]
 
     def iid(self, key: int) -> IID:
         return self.iids([self._check_key(key)])[0]
@@ -161,7 +160,19 @@ class Reader:
         return None
 
     def close(self) -> None:
+        """Drop the views of the file and close the source; later reads raise ``ValueError``."""
+        self._lut = None
         self.source.close()
+
+    def _lut_rows(self, keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """LUT rows of ``keys``: from the zero-copy view when the source has a
+        buffer, else by reading just those rows (a remote or counted source
+        must not transfer the whole table for a few keys)."""
+        if self.source.buffer() is not None:
+            return self.lut[keys]
+        off, _ = self._sections["lut"]
+        raw = self.source.gather(off + keys * dtype.itemsize, dtype.itemsize, "lut")
+        return raw.view(dtype).reshape(-1)
 
 
 class Reader0(Reader):
@@ -218,7 +229,7 @@ class Reader0(Reader):
         section = "iids" if kind == "iid" else "segs"
         if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
             self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
-        rows = self.lut[keys]
+        rows = self._lut_rows(keys, schema.LUT0_DTYPE)
         rel = rows[kind]["offset"].astype(np.int64)
         length = rows[kind]["length"].astype(np.int64)
         base, size = self._sections[section]
@@ -234,9 +245,10 @@ class Reader0(Reader):
                 section="lut",
                 offset=at,
             )
-        return base + rel, length
+        return base + rel, length, [None] * keys.size
 
-    def _parse_segment(self, data: Any, pos: int, length: int, key: int, off: int) -> Segment:
+    def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
+        pos = 0
         head, rhead = schema.SEG_HEAD0, schema.REGION_HEAD0
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is {length} bytes, shorter than its head", section="segs", offset=off)
@@ -272,8 +284,7 @@ class Reader0(Reader):
         keys = np.asarray(keys, dtype=np.int64)
         if keys.size == 0:
             return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
-        lut = self.lut
-        rows = lut[keys]
+        rows = self._lut_rows(keys, schema.LUT0_DTYPE)
         base, size = self._sections["segs"]
         rel = rows["seg"]["offset"].astype(np.int64)
         length = rows["seg"]["length"].astype(np.int64)
@@ -342,20 +353,20 @@ def _parse_groups(raw: Any, off: int, count: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _parse_iid(data: Any, pos: int, length: int, key: int, off: int) -> IID:
+def _parse_iid(data: Any, length: int, key: int, off: int) -> IID:
     """An IID record (same layout in versions 0 and 1)."""
     head = schema.IID_HEAD0
     if length < head.size:
         raise IIDFormatError(f"IID record of key {key} is {length} bytes, shorter than its head", section="iids", offset=off)
-    k, dlen, alen = head.unpack_from(data, pos)
+    k, dlen, alen = head.unpack_from(data, 0)
     if k != key:
         raise IIDFormatError(f"IID record holds key {k}, LUT says {key}", section="iids", offset=off)
     if head.size + dlen + alen != length:
         raise IIDFormatError(
             f"IID record of key {key}: lengths {dlen} + {alen} do not fill its {length} bytes", section="iids", offset=off
         )
-    start = pos + head.size
-    return IID(address=bytes(data[start + dlen : pos + length]), domain=bytes(data[start : start + dlen]), key=key)
+    start = head.size
+    return IID(address=bytes(data[start + dlen : length]), domain=bytes(data[start : start + dlen]), key=key)
 
 
 def crc32c(data: Any) -> int:
@@ -421,7 +432,7 @@ class Reader1(Reader):
                 f"LUT is {lut_len} bytes, {self.count} entries need {schema.lut1_size(self.count)}", section="lut", offset=lut_off
             )
         self._lut: np.ndarray | None = None
-        self._block_crcs: np.ndarray | None = None
+        self._row_cache: dict[int, np.ndarray] = {}
         self._verified_blocks = np.zeros((self.count + schema.LUT_BLOCK - 1) // schema.LUT_BLOCK, dtype=bool)
         self._verified_sections: set[str] = set()
         self._groups: dict[str, np.ndarray] | None = None
@@ -514,35 +525,39 @@ class Reader1(Reader):
             off, _ = self._sections["lut"]
             table = schema.StructArray(self.count, schema.LutEntry1)
             self._lut = parse(table, SourceStream(self.source, off), "lut", off, buffer=self.source.buffer())
-            blocks = schema.StructArray(len(self._verified_blocks), schema.BlockCrc1)
-            at = off + self.count * schema.LUT1_ROW
-            self._block_crcs = parse(blocks, SourceStream(self.source, at), "lut", at, buffer=self.source.buffer())
         return self._lut
 
-    def _verify_blocks(self, keys: np.ndarray) -> None:
-        lut = self.lut
-        assert self._block_crcs is not None
-        blocks = np.unique(keys // schema.LUT_BLOCK)
-        todo = blocks[~self._verified_blocks[blocks]]
-        if not todo.size:
-            return
-        off, _ = self._sections["lut"]
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        """LUT rows of ``keys``, their blocks verified (each block once).
+
+        Blocks are read on their own, so a remote or counted source transfers
+        only the blocks of the keys asked for, never the whole table."""
+        block = schema.LUT_BLOCK
         row = schema.LUT1_ROW
-        for b in todo.tolist():
-            lo, hi = b * schema.LUT_BLOCK, min(self.count, (b + 1) * schema.LUT_BLOCK)
+        off, _ = self._sections["lut"]
+        crc_at = off + self.count * row
+        blocks = np.unique(keys // block)
+        for b in blocks[~self._verified_blocks[blocks]].tolist():
+            lo, hi = b * block, min(self.count, (b + 1) * block)
             data = self.source.read(off + lo * row, (hi - lo) * row, "lut")
-            if crc32c(data) != int(self._block_crcs[b]):
+            expected = int.from_bytes(self.source.read(crc_at + 4 * b, 4, "lut"), "little")
+            if crc32c(data) != expected:
                 raise IIDChecksumError(
                     f"LUT rows {lo}..{hi - 1} are damaged (block checksum mismatch)", section="lut", offset=off + lo * row
                 )
             self._verified_blocks[b] = True
-        del lut
+            if self.source.buffer() is None:
+                self._row_cache[b] = np.frombuffer(bytes(data), dtype=schema.LUT1_DTYPE)
+        if self.source.buffer() is not None:
+            return self.lut[keys]
+        rows = np.empty(keys.size, dtype=schema.LUT1_DTYPE)
+        which = keys // block
+        for b in blocks.tolist():
+            sel = which == b
+            rows[sel] = self._row_cache[b][keys[sel] - b * block]
+        return rows
 
-    def _rows(self, keys: np.ndarray) -> np.ndarray:
-        self._verify_blocks(keys)
-        return self.lut[keys]
-
-    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, list]:
         section = "iids" if kind == "iid" else "segs"
         if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
             self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
@@ -561,19 +576,25 @@ class Reader1(Reader):
                 section="lut",
                 offset=at,
             )
-        return base + rel.astype(np.int64), length.astype(np.int64)
+        crcs = rows[f"{kind}_crc"].tolist()
+        if kind == "iid":
+            infos: list = crcs
+        else:
+            bb = rows["bbox"]
+            infos = list(zip(crcs, bb["minr"].tolist(), bb["minc"].tolist(), bb["maxr"].tolist(), bb["maxc"].tolist(),
+                             rows["area"].tolist()))
+        return base + rel.astype(np.int64), length.astype(np.int64), infos
 
-    def _verify(self, data: Any, key: int, kind: str, at: int) -> None:
-        row = self.lut[key]
-        if crc32c(data) != int(row[f"{kind}_crc"]):
+    def _verify(self, data: Any, key: int, kind: str, at: int, info: Any) -> None:
+        expected = info if kind == "iid" else info[0]
+        if crc32c(data) != expected:
             what = "IID" if kind == "iid" else "segment"
             raise IIDChecksumError(f"{what} record of entry {key} is damaged (checksum mismatch)",
                                    section="iids" if kind == "iid" else "segs", offset=at)
 
-    def _parse_segment(self, data: Any, pos: int, length: int, key: int, off: int) -> Segment:
-        row = self.lut[key]
-        b = row["bbox"]
-        minr, minc, maxr, maxc = int(b["minr"]), int(b["minc"]), int(b["maxr"]), int(b["maxc"])
+    def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
+        pos = 0
+        _, minr, minc, maxr, maxc, area = info
         head, rhead = schema.SEG_HEAD1, schema.REGION_HEAD1
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is shorter than its head", section="segs", offset=off)
@@ -602,7 +623,7 @@ class Reader1(Reader):
             p += plen
         if p != end:
             raise IIDFormatError(f"segment {key}: {end - p} bytes after its last region", section="segs", offset=off + p - pos)
-        return Segment(key, (minr, minc, maxr, maxc), int(row["area"]), regions)
+        return Segment(key, (minr, minc, maxr, maxc), area, regions)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(keys, dtype=np.int64)

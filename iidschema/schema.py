@@ -175,6 +175,8 @@ class _JsonAdapter(Adapter):
             return json.loads(bytes(obj).decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise IIDFormatError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise IIDFormatError("JSON nested too deeply to parse") from None
 
     def _encode(self, obj: Any, context: Any, path: str) -> bytes:
         return json.dumps(obj).encode("utf-8")

@@ -36,9 +36,17 @@ class ByteSource:
     size: int = 0
     #: A human-readable name for messages and reprs.
     name: str = "<buffer>"
+    #: True once :meth:`close` ran; every read then raises ``ValueError``.
+    closed: bool = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"I/O operation on closed .iid file {self.name!r}")
 
     def check(self, offset: int, length: int, section: str) -> None:
-        """Raise :class:`IIDFormatError` unless ``[offset, offset+length)`` lies in the source."""
+        """Raise :class:`IIDFormatError` unless ``[offset, offset+length)`` lies in the source
+        (``ValueError`` if the source is closed)."""
+        self._check_open()
         if offset < 0 or length < 0 or offset + length > self.size:
             raise IIDFormatError(
                 f"{length} bytes at offset {offset} run past the end of the file ({self.size} bytes)",
@@ -65,6 +73,7 @@ class ByteSource:
         Vectorised when the source exposes a buffer; one read per offset otherwise.
         """
         offsets = np.asarray(offsets, dtype=np.int64)
+        self._check_open()
         if offsets.size:
             lo, hi = int(offsets.min()), int(offsets.max())
             self.check(lo, size, section)
@@ -97,9 +106,10 @@ class BytesSource(ByteSource):
         return self._data[offset : offset + length]
 
     def buffer(self) -> Any:
-        return self._data
+        return None if self.closed else self._data
 
     def close(self) -> None:
+        self.closed = True
         self._data = memoryview(b"")
 
 
@@ -125,7 +135,7 @@ class MmapSource(ByteSource):
         return self._view[offset : offset + length]
 
     def buffer(self) -> Any:
-        return self._view
+        return None if self.closed else self._view
 
     def close(self) -> None:
         """Close the map.
@@ -136,6 +146,7 @@ class MmapSource(ByteSource):
         garbage collector once the last view is gone, so existing views
         stay valid instead of pointing at unmapped memory.
         """
+        self.closed = True
         view, self._view = self._view, memoryview(b"")
         try:
             view.release()
@@ -176,6 +187,7 @@ class CountingSource(ByteSource):
         return None
 
     def close(self) -> None:
+        self.closed = True
         self.inner.close()
 
 
