@@ -118,8 +118,8 @@ def _decode_runs(buffer: bytes | memoryview) -> tuple[np.ndarray, int]:
     Checks: no truncated varint, none longer than 9 bytes, all canonical, and
     no zero-long run but the first.  Memory is O(len(buffer)) whatever the
     values claim.  Returns the values (uint8 when all varints are one byte,
-    else int64) and the longest varint's length in bytes (values are below
-    ``2**(7*that)``).
+    else intp/int64) and a bound on the varint length in bytes (values are
+    below ``2**(7*that)``).
     """
     buf = np.frombuffer(buffer, dtype=np.uint8)
     size = buf.size
