@@ -14,7 +14,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import IIDLimitError
 
@@ -66,6 +65,8 @@ def split_regions(mask: np.ndarray, origin: tuple[int, int]) -> list[tuple[BBox,
     """
     if mask.size == 0 or not mask.any():
         return []
+    from scipy import ndimage  # imported on first use: reading files never needs it
+
     labels, count = ndimage.label(mask, structure=_EIGHT)
     r0, c0 = origin
     out = []

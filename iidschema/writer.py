@@ -175,7 +175,7 @@ def write_v1(
 
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
-    fixed = None if codec == "auto" else resolve_codec(codec)
+    fixed = resolve_codec(codec)  # None means "auto"
     iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD1, schema.REGION_HEAD1
     iid_chunks: list[bytes] = []
     seg_chunks: list[bytes] = []

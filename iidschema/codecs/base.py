@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
+from .. import masks as _masks
 from ..errors import IIDCodecError, IIDPluginError
 
 __all__ = [
@@ -41,14 +42,12 @@ __all__ = [
     "as_mask",
     "packed_size",
     "load_object",
-    "MAX_MASK_PIXELS",
 ]
 
-#: Largest mask (h*w) a decoder accepts: 2**32 covers every version-0 region
-#: (65535 x 65535).  A bound on the shape is what bounds decoding, since a
-#: few bytes of a valid payload may describe that many pixels.  Raise it (at
-#: your own risk) by assigning to this module attribute.
-MAX_MASK_PIXELS = 2**32
+# The largest mask a decoder produces is the library's one limit,
+# ``iidschema.masks.MAX_MASK_PIXELS`` (read at call time, so raising it there
+# raises it here).  A bound on the shape is what bounds decoding, since a few
+# bytes of a valid payload may describe that many pixels.
 
 #: Codec ids are stored as uint16.
 ID_MIN = 0
@@ -197,7 +196,8 @@ def check_shape(shape: Any) -> tuple[int, int]:
         h, w = shape
     except (TypeError, ValueError):
         raise IIDCodecError(f"mask shape must be (height, width), got {shape!r}") from None
-    if type(h) is int and type(w) is int and h >= 0 and w >= 0 and h * w <= MAX_MASK_PIXELS:
+    limit = _masks.MAX_MASK_PIXELS
+    if type(h) is int and type(w) is int and h >= 0 and w >= 0 and h * w <= limit:
         return h, w  # the common case, fast
     out = []
     for v in (h, w):
@@ -210,10 +210,8 @@ def check_shape(shape: Any) -> tuple[int, int]:
         if v < 0:
             raise IIDCodecError(f"mask shape must be non-negative, got {shape!r}")
         out.append(v)
-    if out[0] * out[1] > MAX_MASK_PIXELS:
-        raise IIDCodecError(
-            f"a {out[0]}x{out[1]} mask exceeds iidschema.codecs.base.MAX_MASK_PIXELS ({MAX_MASK_PIXELS})"
-        )
+    if out[0] * out[1] > limit:
+        raise IIDCodecError(f"a {out[0]}x{out[1]} mask exceeds iidschema.masks.MAX_MASK_PIXELS ({limit})")
     return out[0], out[1]
 
 
