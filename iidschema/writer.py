@@ -148,6 +148,53 @@ def _block_crcs(sections: Mapping[int, bytes], block: int = schema.BLOCK_SIZE1) 
     return schema.BlockCrcs1.build({"table_count": len(tables), "tables": tables})
 
 
+#: Packbits payloads up to this size never try zstd in ``codec="auto"``: a
+#: zstd frame costs at least ~10 bytes of framing, so it cannot beat rle or
+#: packbits there, and skipping it saves most of the encoding time.
+_ZSTD_MIN_PACKED = 48
+
+
+def _encode(mask: np.ndarray, fixed: Any) -> tuple[int, bytes]:
+    """``(codec id, payload)`` of one mask: ``fixed`` codec, or the smallest built-in."""
+    from .codecs import encode_auto
+
+    if fixed is not None:
+        return fixed.id, bytes(fixed.encode(mask))
+    if schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED:
+        return encode_auto(mask, candidates=(0, 1))
+    return encode_auto(mask)
+
+
+def _regions_v1(seg: Segment, fixed: Any) -> list[tuple[tuple[int, int, int, int], int, bytes]]:
+    """The regions to write for ``seg``: ``(bbox, codec, payload)``.
+
+    Either its 8-connected components, or one region over the tight bbox of
+    all of them holding the whole mask, whichever is smaller on disk.  Many
+    tiny components (noise, scattered dots) cost a 28-byte head each, so one
+    region is often smaller; large separated blobs stay split so that
+    queries decode only what they touch.  Readers need only the rule that
+    the segment mask is the OR of its regions.
+    """
+    split = []
+    for region in seg.regions:
+        if fixed is not None and region.payload is not None and region.codec == fixed.id:
+            split.append((region.bbox, region.codec, bytes(region.payload)))
+        else:
+            split.append((region.bbox, *_encode(region.mask, fixed)))
+    if len(split) < 2:
+        return split
+    head = schema.RegionHead1.sizeof()
+    minr = min(b[0] for b, _, _ in split)
+    minc = min(b[1] for b, _, _ in split)
+    maxr = max(b[2] for b, _, _ in split)
+    maxc = max(b[3] for b, _, _ in split)
+    whole = seg.mask((minr, minc, maxr, maxc))
+    cid, payload = _encode(whole, fixed)
+    if head + len(payload) < sum(head + len(p) for _, _, p in split):
+        return [((minr, minc, maxr, maxc), cid, payload)]
+    return split
+
+
 def write_v1(
     out: BinaryIO,
     records: Iterable[Record],
@@ -163,13 +210,14 @@ def write_v1(
 
     ``codec`` is a codec id, name or object used for every region, or
     ``"auto"`` to keep, per region, the smallest encoding among the built-in
-    codecs.  Sections are written meta, groups, codecs, lut, spatial and
+    codecs.  Each segment is written as its components or as one region,
+    whichever is smaller (:func:`_regions_v1`).  Sections are written meta, groups, codecs, lut, spatial and
     address indexes, iids, segs: everything a lazy reader needs first sits
     near the header, so remote readers find it with one or two range requests.
     """
     from crc32c import crc32c
 
-    from .codecs import encode_auto, resolve_codec
+    from .codecs import resolve_codec
     from .index.address import build_address_index
     from .index.spatial import build_spatial_index
 
@@ -187,15 +235,12 @@ def write_v1(
         if key >= count:
             raise ValueError("more records than announced")
         rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
-        parts = [seg_head.pack(key, len(seg.regions))]
-        for region in seg.regions:
-            if fixed is None:
-                cid, payload = encode_auto(region.mask)
-            else:
-                cid, payload = fixed.id, region.encoded(fixed.id)
+        regions = _regions_v1(seg, fixed)
+        parts = [seg_head.pack(key, len(regions))]
+        for bbox, cid, payload in regions:
             used.add(cid)
-            parts.append(reg_head.pack(*region.bbox, cid, 0, len(payload)))
-            parts.append(bytes(payload))
+            parts.append(reg_head.pack(*bbox, cid, 0, len(payload)))
+            parts.append(payload)
         srec = b"".join(parts)
         iid_chunks.append(rec)
         seg_chunks.append(srec)
