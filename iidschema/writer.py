@@ -154,45 +154,53 @@ def _block_crcs(sections: Mapping[int, bytes], block: int = schema.BLOCK_SIZE1) 
 _ZSTD_MIN_PACKED = 48
 
 
-def _encode(mask: np.ndarray, fixed: Any) -> tuple[int, bytes]:
-    """``(codec id, payload)`` of one mask: ``fixed`` codec, or the smallest built-in."""
-    from .codecs import encode_auto
+class _SegmentEncoder:
+    """Chooses how a segment's regions are written in version 1."""
 
-    if fixed is not None:
-        return fixed.id, bytes(fixed.encode(mask))
-    if schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED:
-        return encode_auto(mask, candidates=(0, 1))
-    return encode_auto(mask)
+    HEAD = schema.RegionHead1.sizeof()
 
+    def __init__(self, codec: Any):
+        from .codecs import encoder_for, resolve_codec
 
-def _regions_v1(seg: Segment, fixed: Any) -> list[tuple[tuple[int, int, int, int], int, bytes]]:
-    """The regions to write for ``seg``: ``(bbox, codec, payload)``.
+        self.fixed = resolve_codec(codec)  # None means "auto"
+        self.encode = encoder_for(codec)
+        # zstd frames cost ~10 bytes of framing: on small masks they cannot beat
+        # rle or packbits, so "auto" does not try them there.
+        self.encode_small = self.encode if self.fixed is not None else encoder_for("auto", [0, 1])
 
-    Either its 8-connected components, or one region over the tight bbox of
-    all of them holding the whole mask, whichever is smaller on disk.  Many
-    tiny components (noise, scattered dots) cost a 28-byte head each, so one
-    region is often smaller; large separated blobs stay split so that
-    queries decode only what they touch.  Readers need only the rule that
-    the segment mask is the OR of its regions.
-    """
-    split = []
-    for region in seg.regions:
-        if fixed is not None and region.payload is not None and region.codec == fixed.id:
-            split.append((region.bbox, region.codec, bytes(region.payload)))
-        else:
-            split.append((region.bbox, *_encode(region.mask, fixed)))
-    if len(split) < 2:
+    def _encode(self, mask: np.ndarray) -> tuple[int, bytes]:
+        small = schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED
+        return (self.encode_small if small else self.encode)(mask)
+
+    def regions(self, seg: Segment) -> list[tuple[tuple[int, int, int, int], int, bytes]]:
+        """``(bbox, codec, payload)`` to write for ``seg``.
+
+        Either its 8-connected components, or one region over the tight bbox
+        of all of them holding the whole mask, whichever is smaller on disk.
+        Many tiny components (noise, scattered dots) cost a 28-byte head
+        each, so one region is often smaller; large separated blobs stay
+        split so that queries decode only what they touch.  Readers need only
+        the rule that the segment mask is the OR of its regions.
+        """
+        regs = seg.regions
+        whole = None
+        if len(regs) >= 2:
+            box = (min(r.bbox[0] for r in regs), min(r.bbox[1] for r in regs),
+                   max(r.bbox[2] for r in regs), max(r.bbox[3] for r in regs))
+            cid, payload = self._encode(seg.mask(box))
+            whole = (box, cid, payload)
+            # Every split region costs a head and at least one payload byte.
+            if self.HEAD + len(payload) <= (self.HEAD + 1) * len(regs):
+                return [whole]
+        split = []
+        for r in regs:
+            if self.fixed is not None and r.payload is not None and r.codec == self.fixed.id:
+                split.append((r.bbox, r.codec, bytes(r.payload)))
+            else:
+                split.append((r.bbox, *self._encode(r.mask)))
+        if whole is not None and self.HEAD + len(whole[2]) < sum(self.HEAD + len(p) for _, _, p in split):
+            return [whole]
         return split
-    head = schema.RegionHead1.sizeof()
-    minr = min(b[0] for b, _, _ in split)
-    minc = min(b[1] for b, _, _ in split)
-    maxr = max(b[2] for b, _, _ in split)
-    maxc = max(b[3] for b, _, _ in split)
-    whole = seg.mask((minr, minc, maxr, maxc))
-    cid, payload = _encode(whole, fixed)
-    if head + len(payload) < sum(head + len(p) for _, _, p in split):
-        return [((minr, minc, maxr, maxc), cid, payload)]
-    return split
 
 
 def write_v1(
@@ -211,19 +219,18 @@ def write_v1(
     ``codec`` is a codec id, name or object used for every region, or
     ``"auto"`` to keep, per region, the smallest encoding among the built-in
     codecs.  Each segment is written as its components or as one region,
-    whichever is smaller (:func:`_regions_v1`).  Sections are written meta, groups, codecs, lut, spatial and
+    whichever is smaller (:class:`_SegmentEncoder`).  Sections are written meta, groups, codecs, lut, spatial and
     address indexes, iids, segs: everything a lazy reader needs first sits
     near the header, so remote readers find it with one or two range requests.
     """
     from crc32c import crc32c
 
-    from .codecs import resolve_codec
     from .index.address import build_address_index
     from .index.spatial import build_spatial_index
 
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
-    fixed = resolve_codec(codec)  # None means "auto"
+    encoder = _SegmentEncoder(codec)
     iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD1, schema.REGION_HEAD1
     iid_chunks: list[bytes] = []
     seg_chunks: list[bytes] = []
@@ -235,7 +242,7 @@ def write_v1(
         if key >= count:
             raise ValueError("more records than announced")
         rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
-        regions = _regions_v1(seg, fixed)
+        regions = encoder.regions(seg)
         parts = [seg_head.pack(key, len(regions))]
         for bbox, cid, payload in regions:
             used.add(cid)

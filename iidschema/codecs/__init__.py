@@ -293,26 +293,31 @@ def encode_auto(mask: Any, candidates: Iterable[CodecLike] | None = None) -> tup
     third-party one, so files stay readable without plugins).  Ties go to the
     lowest id, so the choice is deterministic.
     """
-    m = as_mask(mask)
-    codecs = [resolve_codec(c) for c in (builtin_codec_ids() if candidates is None else candidates)]
-    if not codecs or any(c is None for c in codecs):
-        raise IIDCodecError("encode_auto needs at least one concrete candidate codec (not 'auto')")
-    best: tuple[int, int, bytes] | None = None
-    for codec in sorted(codecs, key=lambda c: c.id):
-        payload = bytes(codec.encode(m))
-        if best is None or len(payload) < best[0]:
-            best = (len(payload), codec.id, payload)
-    assert best is not None
-    return best[1], best[2]
+    return encoder_for("auto", None if candidates is None else list(candidates))(mask)
 
 
 def encoder_for(codec: CodecLike, candidates: Sequence[CodecLike] | None = None) -> Callable[[Any], tuple[int, bytes]]:
     """A function ``mask -> (codec_id, payload)`` for a codec or ``"auto"``.
 
-    Resolves the codec once, for writers that encode many masks.
+    Resolves the codec (or, for ``"auto"``, every candidate) once, for
+    writers that encode many masks.
     """
     resolved = resolve_codec(codec)
-    if resolved is None:
-        return lambda mask: encode_auto(mask, candidates)
-    cid = resolved.id
-    return lambda mask: (cid, bytes(resolved.encode(mask)))
+    if resolved is not None:
+        cid = resolved.id
+        return lambda mask: (cid, bytes(resolved.encode(mask)))
+    codecs = [resolve_codec(c) for c in (builtin_codec_ids() if candidates is None else candidates)]
+    if not codecs or any(c is None for c in codecs):
+        raise IIDCodecError("encode_auto needs at least one concrete candidate codec (not 'auto')")
+    codecs.sort(key=lambda c: c.id)
+
+    def smallest(mask: Any) -> tuple[int, bytes]:
+        m = as_mask(mask)
+        best_id, best = codecs[0].id, bytes(codecs[0].encode(m))
+        for c in codecs[1:]:
+            payload = bytes(c.encode(m))
+            if len(payload) < len(best):
+                best_id, best = c.id, payload
+        return best_id, best
+
+    return smallest
