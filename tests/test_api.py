@@ -661,3 +661,64 @@ def test_group_keys_cannot_be_corrupted_through_the_returned_array(example):
             pass  # read-only: fine
         assert f.groups.keys("sys").tolist() == before
         assert [e.key for e in f.fetch(groups="sys")] == before
+
+
+@SETTINGS
+@given(
+    scene=scenes(),
+    on_disk=st.sampled_from([0, 1]),
+    loaded=st.sets(st.integers(0, 7)),
+    queries=st.lists(st.tuples(st.integers(0, CANVAS), st.integers(0, CANVAS)), max_size=10),
+)
+def test_only_loaded_queries_see_exactly_the_loaded_segments(scene, on_disk, loaded, queries, scratch):
+    loaded = sorted(k for k in loaded if k < len(scene))
+    canv = [_canvas(b, m) for b, m, _ in scene]
+    f = _scene_file(scene, on_disk, scratch)
+    f.fetch(keys=loaded, iids=False, segs=True)
+    f.fetch(keys=[k for k in range(len(scene)) if k not in loaded], iids=True, segs=False)  # iids only: not "loaded"
+    for x, y in queries:
+        want = [k for k in loaded if canv[k][y, x]]
+        assert [e.key for e in f.at(x, y, only_loaded=True)] == want
+        box = (y, x, y + 3, x + 3)
+        want = [k for k in loaded if canv[k][y : y + 3, x : x + 3].any()]
+        assert [e.key for e in f.region(box, only_loaded=True)] == want
+    nodes, edges = f.overlap_graph(everything=False)
+    assert [e.key for e in nodes] == loaded
+    want = [(i, j, int((canv[i] & canv[j]).sum())) for i in loaded for j in loaded if i < j and (canv[i] & canv[j]).any()]
+    assert [(a.key, b.key, n) for a, b, n in edges] == want
+    f.close()
+
+
+@SETTINGS
+@given(scene=scenes(), split=st.integers(0, 8), on_disk=st.sampled_from([0, 1]),
+       queries=st.lists(st.tuples(st.integers(0, CANVAS), st.integers(0, CANVAS)), max_size=10))
+def test_queries_mix_file_entries_and_new_ones(scene, split, on_disk, queries, scratch):
+    """Entries read from a file and entries added afterwards answer together."""
+    split = min(split, len(scene))
+    canv = [_canvas(b, m) for b, m, _ in scene]
+    f = _scene_file(scene[:split], on_disk, scratch)
+    for i, (bbox, m, g) in enumerate(scene[split:], start=split):
+        f.add(b"e%d" % i, b"" if i % 2 else b"d", bbox, m, group=g)
+    assert len(f) == len(scene)
+    for x, y in queries:
+        assert [e.key for e in f.at(x, y)] == [k for k, c in enumerate(canv) if c[y, x]]
+        assert [e.key for e in f.region((y, x, y + 4, x + 2))] == [k for k, c in enumerate(canv) if c[y : y + 4, x : x + 2].any()]
+    assert [e.key for e in f.look_for([b"e%d" % k for k in range(len(scene))][::2])] == list(range(0, len(scene), 2))
+    assert [e.key for e in f.look_for([b"e0", b"e1", b"e5"], domains=[b""])] == [k for k in (1, 5) if k < len(scene)]
+    assert [e.key for e in f.filter(area=(1, None))] == [k for k, (_, m, _) in enumerate(scene) if m.sum() >= 1]
+    for name in ("a", "b"):
+        members = [k for k, (_, _, g) in enumerate(scene) if g == name or (isinstance(g, list) and name in g)]
+        if members:
+            assert [e.key for e in f.fetch(groups=name)] == members
+    want = [(i, j, int((canv[i] & canv[j]).sum())) for i in range(len(scene)) for j in range(i + 1, len(scene))
+            if (canv[i] & canv[j]).any()]
+    assert [(a.key, b.key, n) for a, b, n in f.overlap_graph()[1]] == want
+    # And all of it survives saving over the file it came from.
+    if f.fpath:
+        f.save()
+        g = IIDFile(f.fpath)
+        assert [(e.iid.address, e.seg.bbox, e.seg.mask().tobytes()) for e in g.fetch(everything=True)] == [
+            (b"e%d" % k, b, m.tobytes()) for k, (b, m, _) in enumerate(scene)
+        ]
+        g.close()
+    f.close()

@@ -87,21 +87,10 @@ def test_header(corpus_case):
 def test_entries(corpus_case):
     exp = _expected(corpus_case)
     with IIDFile(corpus_case) as f:
-        assert len(f) == len(exp["entries"])
-        entries = f.fetch(everything=True)
-        assert [e.key for e in entries] == [x["key"] for x in exp["entries"]] == list(range(len(f)))
+        _check_entries(f, exp)
         lut = f.lut
         assert lut.shape == (len(exp["entries"]),)
-        for e, x in zip(entries, exp["entries"]):
-            assert e.iid.address == bytes.fromhex(x["address_hex"])
-            assert e.iid.domain == bytes.fromhex(x["domain_hex"])  # b"" where iidfile says None
-            assert list(e.seg.bbox) == x["bbox"]
-            assert e.seg.area == x["area"]
-            mask = e.seg.mask()
-            assert mask.dtype == bool
-            assert list(mask.shape) == x["mask_shape"]
-            assert int(mask.sum()) == x["mask_true"]
-            assert _sha(np.packbits(mask.ravel()).tobytes()) == x["mask_sha256"]
+        for e, x in zip(f.fetch(everything=True), exp["entries"]):
             regions = e.seg.regions()
             assert [list(r.bbox) for r in regions] == [r["bbox"] for r in x["regions"]]
             assert [schema.REGION_HEAD0.size + len(r.payload) for r in regions] == [r["len"] for r in x["regions"]]
@@ -109,6 +98,35 @@ def test_entries(corpus_case):
             assert int(row["key"]) == e.key
             assert (int(row["iid"]["offset"]), int(row["iid"]["length"])) == (x["iid_bufloc"]["offset"], x["iid_bufloc"]["length"])
             assert (int(row["seg"]["offset"]), int(row["seg"]["length"])) == (x["seg_bufloc"]["offset"], x["seg_bufloc"]["length"])
+
+
+def test_content_survives_a_round_trip_through_version_1(corpus_case, tmp_path):
+    exp = _expected(corpus_case)
+    p1 = tmp_path / "v1.iid"
+    with IIDFile(corpus_case) as f:
+        f.save(p1, version=1)
+    with IIDFile(p1) as g:
+        assert g.version == 1
+        _check_entries(g, exp)
+        assert {n: g.groups.keys(n).tolist() for n in g.groups.list()} == exp["groups"]
+        assert g.meta.data == exp["meta"]
+
+
+def _check_entries(f: IIDFile, exp: dict) -> None:
+    """Everything the expected file says about the entries, except the layout."""
+    assert len(f) == len(exp["entries"])
+    entries = f.fetch(everything=True)
+    assert [e.key for e in entries] == [x["key"] for x in exp["entries"]] == list(range(len(f)))
+    for e, x in zip(entries, exp["entries"]):
+        assert e.iid.address == bytes.fromhex(x["address_hex"])
+        assert e.iid.domain == bytes.fromhex(x["domain_hex"])  # b"" where iidfile says None
+        assert list(e.seg.bbox) == x["bbox"]
+        assert e.seg.area == x["area"]
+        mask = e.seg.mask()
+        assert mask.dtype == bool
+        assert list(mask.shape) == x["mask_shape"]
+        assert int(mask.sum()) == x["mask_true"]
+        assert _sha(np.packbits(mask.ravel()).tobytes()) == x["mask_sha256"]
 
 
 def test_regions_agree_with_the_declaration(corpus_case):
