@@ -22,7 +22,7 @@ from typing import Any
 
 import pluggy
 
-__all__ = ["PROJECT_NAME", "hookspec", "hookimpl", "iidschema_codecs"]
+__all__ = ["PROJECT_NAME", "hookspec", "hookimpl", "iidschema_codecs", "iidschema_formats"]
 
 #: The pluggy project name, shared by the markers and the manager.
 PROJECT_NAME = "iidschema"
@@ -51,6 +51,17 @@ def iidschema_codecs() -> list[Any]:
 
 
 # --- formats (reader/writer hooks) ---------------------------------------------
-# Reserved: a later issue adds hook specs for file format versions here (for
-# instance ``iidschema_formats()``), and ``plugins_report()`` already has a
-# ``formats`` list per plugin for them.
+
+
+@hookspec
+def iidschema_formats() -> list[Any]:
+    """Declare the file formats this plugin reads and/or writes.
+
+    Return a list of :class:`iidschema.formats.registry.FormatSpec`: per
+    format its name, the file extensions mapped to it, its capabilities
+    (reader, writer, lazy, multi-image) and options.  Readers, writers and
+    probes are named by ``"package.module:function"`` strings imported on
+    first use, so declaring stays cheap.  Several plugins may declare the
+    same format: readers are tried in the order of docs/FORMATS.md (plugin
+    name, overridden by ``plugin_order`` in the configuration file).
+    """
