@@ -357,25 +357,43 @@ class _Validator:
         return mask
 
     def check_area(self, key: int, at: int, section: str, bbox: tuple[int, int, int, int], area: int,
-                   regions: list[tuple[tuple[int, int, int, int], np.ndarray]], complete: bool) -> None:
-        """Compare ``area`` with the pixels of the OR of ``regions`` (without
-        allocating the segment's whole bbox)."""
+                   regions: list[tuple[int, tuple[int, int, int, int], int, Any]], complete: bool) -> None:
+        """Decode every region (one at a time) and compare ``area`` with the
+        pixels of their OR.
+
+        Memory stays within one region mask plus, only for regions whose
+        bboxes overlap, one canvas of their union bbox (inside the segment
+        bbox, so within MAX_MASK_PIXELS): never every region mask at once,
+        never a canvas of the whole segment for disjoint regions."""
         h, w = bbox[2] - bbox[0], bbox[3] - bbox[1]
-        if h * w > _masks.MAX_MASK_PIXELS:
+        too_big = h * w > _masks.MAX_MASK_PIXELS
+        if too_big:
             self.add("IID051", section, at, f"entry {key}: segment bbox {bbox} of {h} x {w} pixels exceeds MAX_MASK_PIXELS ({_masks.MAX_MASK_PIXELS}); its mask cannot be composed")
-        if not complete:
+        shared = _overlapping([b for _, b, _, _ in regions]) if len(regions) > 1 else np.zeros(len(regions), bool)
+        canvas = None
+        if shared.any() and not too_big:
+            sb = np.asarray([b for (_, b, _, _), s in zip(regions, shared) if s], dtype=np.int64)
+            c0 = (int(sb[:, 0].min()), int(sb[:, 1].min()))
+            canvas = np.zeros((int(sb[:, 2].max()) - c0[0], int(sb[:, 3].max()) - c0[1]), dtype=bool)
+        disjoint = 0
+        total = 0
+        for (p, rbox, cid, payload), s in zip(regions, shared):
+            mask = self.decode_region(key, p, rbox, cid, payload)
+            if mask is None:
+                complete = False
+                continue
+            n = int(np.count_nonzero(mask))
+            total += n
+            if not s:
+                disjoint += n
+            elif canvas is not None:
+                canvas[rbox[0] - c0[0] : rbox[2] - c0[0], rbox[1] - c0[1] : rbox[3] - c0[1]] |= mask
+            del mask
+        if not complete or too_big:
             return
-        counts = [int(np.count_nonzero(m)) for _, m in regions]
-        total = sum(counts)
-        union = total
-        if len(regions) > 1 and _any_overlap([b for b, _ in regions]):
-            coords = []
-            for (r0, c0, _, _), m in regions:
-                rr, cc = np.nonzero(m)
-                coords.append((rr.astype(np.int64) + (r0 - bbox[0])) * max(w, 1) + (cc.astype(np.int64) + (c0 - bbox[1])))
-            union = int(np.unique(np.concatenate(coords)).size) if coords else 0
-            if union != total:
-                self.add("IID053", "segs", at, f"entry {key}: its regions share {total - union} pixels")
+        union = disjoint + (int(np.count_nonzero(canvas)) if canvas is not None else 0)
+        if union != total:
+            self.add("IID053", "segs", at, f"entry {key}: its regions share {total - union} pixels")
         if union != area:
             self.add("IID050", section, at, f"entry {key}: area is {area}, its decoded mask has {union} pixels")
 
@@ -547,11 +565,7 @@ class _Validator:
                 self.add("IID045", "segs", p, f"entry {key}: region length {rlen} != {rhead.size} + ceil({c - a}*{d - b}/8) for its bbox {rbox}")
                 good = False
             if good:
-                mask = self.decode_region(key, p, rbox, 0, buf[p + rhead.size : p + rlen])
-                if mask is None:
-                    complete = False
-                else:
-                    regions.append((rbox, mask))
+                regions.append((p, rbox, 0, buf[p + rhead.size : p + rlen]))
             else:
                 complete = False
             p += rlen
@@ -788,11 +802,7 @@ class _Validator:
                 p = end
                 break
             if good:
-                mask = self.decode_region(key, p, rbox, cid, buf[q : q + plen])
-                if mask is None:
-                    complete = False
-                else:
-                    regions.append((rbox, mask))
+                regions.append((p, rbox, cid, buf[q : q + plen]))
             else:
                 complete = False
                 if self.codec(cid) is None:
@@ -913,16 +923,20 @@ class _Validator:
                          f"({len(want - have)} missing, {len(have - want)} extra)")
 
 
-def _any_overlap(boxes: Sequence[tuple[int, int, int, int]]) -> bool:
-    b = np.asarray(boxes, dtype=np.int64)
+def _overlapping(boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+    """For each box, whether it intersects another one (sort and sweep on rows)."""
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    out = np.zeros(len(b), dtype=bool)
     order = np.argsort(b[:, 0], kind="stable")
-    b = b[order]
-    for i in range(len(b) - 1):
-        j = i + 1 + np.searchsorted(b[i + 1 :, 0], b[i, 2], side="left")
-        rest = b[i + 1 : j]
-        if ((rest[:, 1] < b[i, 3]) & (b[i, 1] < rest[:, 3])).any():
-            return True
-    return False
+    sb = b[order]
+    for i in range(len(sb) - 1):
+        j = i + 1 + int(np.searchsorted(sb[i + 1 :, 0], sb[i, 2], side="left"))
+        rest = sb[i + 1 : j]
+        hit = (rest[:, 1] < sb[i, 3]) & (sb[i, 1] < rest[:, 3])
+        if hit.any():
+            out[order[i]] = True
+            out[order[i + 1 : j][hit]] = True
+    return out
 
 
 def _short(value: Any, limit: int = 60) -> str:
