@@ -225,6 +225,8 @@ class IIDFile:
         iids: bool = True,
         segs: bool = True,
         everything: bool = False,
+        *,
+        group: str | Iterable[str] | None = None,
     ) -> list[Entry]:
         """Load entries and return them in key order.
 
@@ -235,10 +237,15 @@ class IIDFile:
         :param iids: load the entries' IIDs now.
         :param segs: load the entries' segments now.
         :param everything: load every entry completely.
+        :param group: alias of ``groups``, so that the reference README's
+            ``fetch(group=['sys'], ...)`` example runs (iidfile 0.2.0 itself
+            raised ``TypeError`` there).
 
         Parts not loaded now are read on first access, so returned entries
         are always complete.
         """
+        if group is not None:
+            groups = list(_as_list(groups) or []) + list(_as_list(group) or [])
         if everything:
             return self._entries_of(self._all_keys(), iids=True, segs=True)
         return self._entries_of(self._select(keys, groups, all_keys), iids=iids, segs=segs)

@@ -121,15 +121,20 @@ class Regions(list):
 
 class Segment:
     """A binary mask placed on the image by ``bbox`` (minr, minc, maxr, maxc;
-    max exclusive), stored as regions.  ``area`` is the stored pixel count."""
+    max exclusive), stored as regions.  ``area`` is the stored pixel count.
 
-    __slots__ = ("key", "bbox", "area", "regions")
+    ``components`` says whether the regions are exactly the mask's
+    8-connected components (as version 0 requires); a version-1 file may
+    hold several components in one region."""
 
-    def __init__(self, key: int | None, bbox: BBox, area: int, regions: Regions):
+    __slots__ = ("key", "bbox", "area", "regions", "components")
+
+    def __init__(self, key: int | None, bbox: BBox, area: int, regions: Regions, components: bool = True):
         self.key = key
         self.bbox = tuple(int(v) for v in bbox)
         self.area = int(area)
         self.regions = regions
+        self.components = components
 
     @property
     def shape(self) -> tuple[int, int]:

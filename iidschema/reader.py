@@ -278,7 +278,8 @@ class Reader0(Reader):
                 )
             regions.append(Region.raw((a, b, c, d), 0, bytes(data[p + rhead.size : p + rlen])))
             p += rlen
-        return Segment(key, (minr, minc, maxr, maxc), area, regions)
+        # A version-1 writer may store several components as one region.
+        return Segment(key, (minr, minc, maxr, maxc), area, regions, components=False)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(keys, dtype=np.int64)
@@ -532,6 +533,7 @@ class Reader1(Reader):
 
         Blocks are read on their own, so a remote or counted source transfers
         only the blocks of the keys asked for, never the whole table."""
+        self.source.ensure_open()
         block = schema.LUT_BLOCK
         row = schema.LUT1_ROW
         off, _ = self._sections["lut"]
@@ -623,7 +625,8 @@ class Reader1(Reader):
             p += plen
         if p != end:
             raise IIDFormatError(f"segment {key}: {end - p} bytes after its last region", section="segs", offset=off + p - pos)
-        return Segment(key, (minr, minc, maxr, maxc), area, regions)
+        # A version-1 writer may store several components as one region.
+        return Segment(key, (minr, minc, maxr, maxc), area, regions, components=False)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(keys, dtype=np.int64)

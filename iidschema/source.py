@@ -39,14 +39,15 @@ class ByteSource:
     #: True once :meth:`close` ran; every read then raises ``ValueError``.
     closed: bool = False
 
-    def _check_open(self) -> None:
+    def ensure_open(self) -> None:
+        """Raise ``ValueError`` if the source was closed."""
         if self.closed:
             raise ValueError(f"I/O operation on closed .iid file {self.name!r}")
 
     def check(self, offset: int, length: int, section: str) -> None:
         """Raise :class:`IIDFormatError` unless ``[offset, offset+length)`` lies in the source
         (``ValueError`` if the source is closed)."""
-        self._check_open()
+        self.ensure_open()
         if offset < 0 or length < 0 or offset + length > self.size:
             raise IIDFormatError(
                 f"{length} bytes at offset {offset} run past the end of the file ({self.size} bytes)",
@@ -73,7 +74,7 @@ class ByteSource:
         Vectorised when the source exposes a buffer; one read per offset otherwise.
         """
         offsets = np.asarray(offsets, dtype=np.int64)
-        self._check_open()
+        self.ensure_open()
         if offsets.size:
             lo, hi = int(offsets.min()), int(offsets.max())
             self.check(lo, size, section)

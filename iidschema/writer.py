@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
+from .masks import split_regions
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -46,6 +47,23 @@ def _groups_v0(groups: Mapping[str, Iterable[int]], count: int) -> bytes:
         chunks.append(data)
         offset += len(data)
     return schema.Groups0.build({"table": table, "data": b"".join(chunks)})
+
+
+def _components_v0(seg: Segment) -> Iterator[tuple[tuple[int, int, int, int], bytes]]:
+    """Version-0 regions of ``seg``: its 8-connected components as packbits.
+
+    Regions read from a version-1 file may hold several components; they are
+    split again so that the output is exactly what iidfile 0.2.0 writes.
+    """
+    if seg.components:
+        for region in seg.regions:
+            yield region.bbox, bytes(region.encoded(0))
+        return
+    from .codecs import get_codec
+
+    packbits = get_codec(0)
+    for bbox, mask in split_regions(seg.mask(), (seg.bbox[0], seg.bbox[1])):
+        yield bbox, bytes(packbits.encode(mask))
 
 
 def write_v0(
@@ -83,10 +101,9 @@ def write_v0(
         if seg.area > schema.MAX_U32:
             raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
         parts = [seg_head.pack(key, *seg.bbox, seg.area)]
-        for region in seg.regions:
-            payload = region.encoded(0)
-            parts.append(reg_head.pack(reg_head.size + len(payload), *region.bbox))
-            parts.append(bytes(payload))
+        for bbox, payload in _components_v0(seg):
+            parts.append(reg_head.pack(reg_head.size + len(payload), *bbox))
+            parts.append(payload)
         srec = b"".join(parts)
         iid_chunks.append(rec)
         seg_chunks.append(srec)

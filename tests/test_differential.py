@@ -293,11 +293,6 @@ def test_v0_export_of_a_v1_file_is_read_by_iidfile(reference, scratch, spec, cod
     check_same(read_ours(p0), ents, groups, meta)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the v1 writer may store a segment as one region spanning several components; write_v0 copies "
-    "regions as they are, so a v1 -> v0 export is not the iidfile layout (regions = 8-connected components)",
-)
 @pytest.mark.parametrize("codec", ["auto", 0])
 def test_v0_export_of_a_v1_file_is_the_direct_v0_file(scratch, codec):
     """Version 0 is one layout per content (iidfile 0.2.0's): exporting a

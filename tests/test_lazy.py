@@ -24,10 +24,6 @@ from iidschema.writer import write_v0
 TINY = (3, 1717, 4242)
 VERSIONS = [0, 1]
 
-V1_CLOSED_BUG = (
-    "BUG: Reader1._rows fills _row_cache only while the source has no buffer; a LUT block verified through "
-    "the buffer before close() is then looked up in the empty cache: KeyError instead of 'closed' ValueError"
-)
 
 
 class _Buffer:
@@ -352,12 +348,10 @@ def test_loaded_entries_stay_usable_after_close(tmp_path, small):
     [("iid", False), ("seg", False), ("meta", False), ("groups", False), ("lut", False), ("iid", True), ("seg", True)],
     ids=["iid", "seg", "meta", "groups", "lut", "iid-after-a-fetch", "seg-after-a-fetch"],
 )
-def test_reading_after_close_says_closed_not_damaged(request, tmp_path, small, version, what, warm, source):
+def test_reading_after_close_says_closed_not_damaged(tmp_path, small, version, what, warm, source):
     """After close(), reading an unloaded part is a usage error (ValueError,
     like a closed Python file): it must not report the intact file as
     damaged (IIDFormatError) nor leak struct.error."""
-    if version == 1 and warm and what in ("iid", "seg"):
-        request.applymarker(pytest.mark.xfail(strict=True, raises=KeyError, reason=V1_CLOSED_BUG))
     p = tmp_path / "s.iid"
     p.write_bytes(small)
     f = IIDFile(p) if source == "mmap" else IIDFile(small)
