@@ -390,3 +390,25 @@ def test_the_documented_plugin_example_works(monkeypatch, plugins):
     assert np.array_equal(codec.decode(codec.encode(mask), mask.shape), mask)
     with pytest.raises(IIDCodecError):
         codec.decode(b"\0", mask.shape)
+
+
+def test_file_round_trip_with_a_third_party_codec_and_unknown_id_on_open(plugins, tmp_path):
+    """A file written with a plugin's codec reads back while the plugin is
+    installed; without it, opening names the missing codec id."""
+    from iidschema import IIDCodecError, IIDFile
+
+    name = plugins(SpecPlugin(), "invpack-plugin")
+    rng = np.random.default_rng(4)
+    f = IIDFile()
+    masks = [rng.random((9, 14)) < 0.4, np.ones((3, 70_000 // 1000), bool)]
+    f.add(b"a", b"d", (100_000, 5, 100_009, 19), masks[0])
+    f.add(b"b", b"d", (7, 8, 10, 78), masks[1])
+    path = tmp_path / "third.iid"
+    f.save(path, version=1, codec=200)
+    with IIDFile(path) as g:
+        assert {r.codec for e in g.fetch(everything=True) for r in e.seg.regions} == {200}
+        for e, m in zip(g, masks):
+            assert np.array_equal(e.seg.mask(), m)
+    unregister_plugin(name)
+    with pytest.raises(IIDCodecError, match="200"):
+        IIDFile(path)
