@@ -1,0 +1,370 @@
+"""COCO instance segmentation (``.json``), through pycocotools.
+
+Writing: one COCO dataset from one or many IIDFiles, one image each.
+--------------------------------------------------------------------
+* ``images``: one per IIDFile, ``id`` 1, 2, ...; ``file_name`` from
+  ``meta["image"]["file_name"]`` (else the ``.iid`` file's stem, else
+  ``image_N``); ``height``/``width`` from ``meta["image"]`` grown to hold
+  every bbox (else the largest bbox).
+* ``annotations``: one per entry, ``segmentation`` a compressed RLE in COCO's
+  column-major order decoding to the full ``[height, width]`` (built from the
+  entry's crop, never from a full-image array), ``bbox`` the entry's bbox as
+  ``[x, y, w, h]``, ``area`` its pixel count, ``iscrowd`` 0.
+* ``categories`` (option ``categories``): ``"domain"`` (default: one category
+  per IID domain, named by its UTF-8 text, ``0x<hex>`` when it is not text,
+  ``"(no domain)"`` when empty), ``"group"`` (the entry's first group in
+  group order, ``"(no group)"`` when none), ``"single"`` (one category,
+  ``"object"``), a dict ``{domain (bytes or str): name or (id, name)}``, or a
+  callable ``entry -> name or (id, name)``.  Ids not given are assigned 1, 2,
+  ... in order of first use.
+* lossless extras: every annotation has ``"iid": {"key", "domain",
+  "address", "bbox", "groups"}`` (bytes as ``{"hex", "text"}``, bbox as
+  ``[minr, minc, maxr, maxc]``) and every image ``"iid": {"groups", "meta"}``.
+
+pycocotools keeps run lengths as uint32: an image over 4,294,967,295 pixels
+(e.g. a whole-slide image) cannot be encoded, so such a file is refused with
+an :class:`~iidschema.IIDLimitError` before pycocotools is called (crop or
+tile the file, or use ``png-masks`` or ``.iid``).
+
+Reading: a list of IIDFiles, one per image, in the dataset's image order.
+-----------------------------------------------------------------------
+Files written here come back exactly (IIDs, bboxes, masks, groups, meta).
+Other datasets: polygons are rasterised with ``pycocotools.mask.frPyObjects``
+(several polygons of one annotation merged), uncompressed and compressed RLEs
+decoded; each annotation becomes an entry with address = its ``id`` as
+decimal text, domain = its category's name, bbox = the tight bbox of its
+pixels; groups = category names (plus ``"iscrowd"``); meta = ``{"image":
+<image record>, "coco": {"annotations": [records without segmentation],
+"categories": [...]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import IIDFormatError, IIDLimitError
+from ..iidfile import IIDFile
+from ..masks import check_pixels
+from . import _common as c
+
+__all__ = ["read_coco", "write_coco", "probe_coco", "rle_from_crop", "MAX_COCO_PIXELS", "CATEGORY_MODES", "check_categories"]
+
+#: Largest image pycocotools can encode (run lengths are uint32).
+MAX_COCO_PIXELS = 2**32 - 1
+CATEGORY_MODES = ("domain", "group", "single")
+
+
+def check_categories(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if value in CATEGORY_MODES else f"must be one of {', '.join(CATEGORY_MODES)}, a dict or a callable"
+    if isinstance(value, dict) or callable(value):
+        return None
+    return f"must be one of {', '.join(CATEGORY_MODES)}, a dict or a callable, got {type(value).__name__}"
+
+
+# -- RLE ------------------------------------------------------------------------
+
+
+def rle_counts(mask: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> list[int]:
+    """Uncompressed COCO RLE counts (column-major, zeros first) of ``mask``
+    placed at ``origin`` (row, col) on a ``size`` (h, w) image, computed from
+    the crop alone."""
+    h, w = size
+    r0, c0 = origin
+    mh, mw = mask.shape
+    total = h * w
+    if not mask.size or not mask.any():
+        return [total] if total else []
+    if mh == h:
+        flat = np.ascontiguousarray(mask.T).ravel()
+        stride = mh
+    else:
+        padded = np.zeros((mw, mh + 1), dtype=bool)
+        padded[:, :mh] = mask.T
+        flat = padded.ravel()
+        stride = mh + 1
+    d = np.diff(np.concatenate(([0], flat.view(np.uint8), [0])).astype(np.int8))
+    starts = np.flatnonzero(d == 1).astype(np.int64)
+    ends = np.flatnonzero(d == -1).astype(np.int64)
+    base = c0 * h + r0
+
+    def full(p: np.ndarray) -> np.ndarray:
+        return base + (p // stride) * h + (p % stride)
+
+    s, e = full(starts), full(ends - 1) + 1
+    bounds = np.empty(2 * len(s) + 2, dtype=np.int64)
+    bounds[0] = 0
+    bounds[1:-1:2] = s
+    bounds[2:-1:2] = e
+    bounds[-1] = total
+    counts = np.diff(bounds)
+    return counts.tolist()
+
+
+def rle_from_crop(mask: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> dict[str, Any]:
+    """Compressed COCO RLE (``{"size": [h, w], "counts": str}``) of a crop,
+    compressed by pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    h, w = size
+    if h * w > MAX_COCO_PIXELS:
+        raise IIDLimitError(_too_big(h, w))
+    rle = mask_utils.frPyObjects({"counts": rle_counts(mask, origin, size), "size": [h, w]}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+
+
+def _too_big(h: int, w: int, what: str = "image") -> str:
+    return (
+        f"COCO: {what} of {h} x {w} = {h * w:,} pixels is over {MAX_COCO_PIXELS:,}: pycocotools stores run lengths "
+        "as uint32 and cannot encode it. Crop or tile the file first, or write png-masks or .iid, which have no such limit"
+    )
+
+
+# -- categories -----------------------------------------------------------------
+
+
+def _text_name(value: bytes, empty: str) -> str:
+    if not value:
+        return empty
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + value.hex()
+    return text if text.isprintable() else "0x" + value.hex()
+
+
+class _Categories:
+    def __init__(self, mode: Any):
+        self.mode = mode
+        self.by_name: dict[str, int] = {}
+        self.domain_of: dict[str, str] = {}
+        self.used: set[int] = set()
+
+    def _lookup(self, entry: Any, first_group: str | None) -> Any:
+        mode = self.mode
+        if mode == "domain":
+            return _text_name(entry.iid.domain, "(no domain)")
+        if mode == "group":
+            return first_group if first_group is not None else "(no group)"
+        if mode == "single":
+            return "object"
+        if isinstance(mode, dict):
+            dom = entry.iid.domain
+            for key in (dom, _text_name(dom, "")):
+                if key in mode:
+                    return mode[key]
+            raise IIDLimitError(f"COCO: the categories dict has no entry for domain {dom!r} (entry {entry.key}); its keys: {list(mode)[:10]}")
+        return mode(entry)
+
+    def id_for(self, entry: Any, first_group: str | None) -> int:
+        value = self._lookup(entry, first_group)
+        if isinstance(value, dict):
+            value = (value.get("id"), value.get("name"))
+        if isinstance(value, tuple):
+            cid, name = value
+            if not isinstance(name, str) or (cid is not None and (type(cid) is not int or cid < 1)):
+                raise IIDLimitError(f"COCO: category {value!r} must be (positive int id, name)")
+        elif isinstance(value, str):
+            cid, name = None, value
+        else:
+            raise IIDLimitError(f"COCO: a category is a name or (id, name), got {value!r}")
+        known = self.by_name.get(name)
+        if known is not None:
+            if cid is not None and cid != known:
+                raise IIDLimitError(f"COCO: category {name!r} given ids {known} and {cid}")
+            return known
+        if cid is None:
+            cid = 1
+            while cid in self.used:
+                cid += 1
+        elif cid in self.used:
+            other = next(n for n, i in self.by_name.items() if i == cid)
+            raise IIDLimitError(f"COCO: category id {cid} given to both {other!r} and {name!r}")
+        self.by_name[name] = cid
+        self.used.add(cid)
+        self.domain_of.setdefault(name, _text_name(entry.iid.domain, ""))
+        return cid
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{"id": i, "name": n, "supercategory": self.domain_of.get(n, "")} for n, i in sorted(self.by_name.items(), key=lambda t: t[1])]
+
+
+# -- writing ----------------------------------------------------------------------
+
+
+def _file_name(f: IIDFile, index: int) -> str:
+    meta = f.meta.data
+    if isinstance(meta, dict) and isinstance(meta.get("image"), dict) and isinstance(meta["image"].get("file_name"), str):
+        return meta["image"]["file_name"]
+    if f.fpath:
+        return os.path.splitext(os.path.basename(f.fpath))[0]
+    return f"image_{index}"
+
+
+def build_dataset(files: list[IIDFile], categories: Any = "domain") -> dict[str, Any]:
+    cats = _Categories(categories)
+    images, annotations = [], []
+    ann_id = 0
+    for i, f in enumerate(files, 1):
+        entries = c.entries_of(f)
+        boxes = np.array([e.seg.bbox for e in entries], dtype=np.int64).reshape(-1, 4)
+        h, w = c.canvas_shape(f, boxes)
+        if h * w > MAX_COCO_PIXELS:
+            raise IIDLimitError(_too_big(h, w, f"image {i} ({_file_name(f, i)})"))
+        groups = c.entry_groups(f)
+        images.append(
+            {"id": i, "file_name": _file_name(f, i), "height": h, "width": w, "iid": {"groups": c.groups_to_json(f), "meta": f.meta.data}}
+        )
+        for e in entries:
+            minr, minc, maxr, maxc = e.seg.bbox
+            mask = e.seg.mask()
+            ann_id += 1
+            names = groups.get(e.key, [])
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": i,
+                    "category_id": cats.id_for(e, names[0] if names else None),
+                    "segmentation": rle_from_crop(mask, (minr, minc), (h, w)),
+                    "area": int(np.count_nonzero(mask)),
+                    "bbox": [minc, minr, maxc - minc, maxr - minr],
+                    "iscrowd": 0,
+                    "iid": {
+                        "key": e.key,
+                        "domain": c.bytes_to_json(e.iid.domain),
+                        "address": c.bytes_to_json(e.iid.address),
+                        "bbox": [minr, minc, maxr, maxc],
+                        "groups": names,
+                    },
+                }
+            )
+    return {
+        "info": {"description": "written by iidschema", "version": "1.0"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": cats.records(),
+    }
+
+
+def write_coco(files: Any, path: str, *, categories: Any = "domain", indent: int | None = None) -> None:
+    dataset = build_dataset(c.as_files(files), categories)
+    data = json.dumps(dataset, ensure_ascii=False, indent=indent, allow_nan=False).encode("utf-8")
+    c.write_bytes(path, data)
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+def probe_coco(path: str) -> str | None:
+    if os.path.isdir(path):
+        return "is a folder"
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"{"):
+        return "not a JSON object"
+    return None
+
+
+def _segmentation_mask(seg: Any, h: int, w: int, where: str) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    if isinstance(seg, list):
+        if not seg:
+            return np.zeros((h, w), dtype=bool)
+        polys = [p for p in seg if isinstance(p, list)]
+        if len(polys) != len(seg) or not all(len(p) >= 6 and len(p) % 2 == 0 for p in polys):
+            raise IIDFormatError(f"{where}: polygons must be lists of at least 3 x, y pairs")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    elif isinstance(seg, dict) and "counts" in seg:
+        size = seg.get("size")
+        if list(size or ()) != [h, w]:
+            raise IIDFormatError(f"{where}: RLE size {size!r} differs from the image's [{h}, {w}]")
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            if sum(counts) != h * w:
+                raise IIDFormatError(f"{where}: RLE counts sum to {sum(counts)}, not {h} x {w}")
+            rle = mask_utils.frPyObjects(seg, h, w)
+        elif isinstance(counts, str):
+            rle = {"size": [h, w], "counts": counts.encode("ascii")}
+        else:
+            raise IIDFormatError(f"{where}: RLE counts must be a list or a string")
+    else:
+        raise IIDFormatError(f"{where}: segmentation must be polygons or an RLE, got {type(seg).__name__}")
+    return mask_utils.decode(rle).astype(bool)
+
+
+def _tight(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return (0, 0, 0, 0)
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def read_coco(path: str) -> list[IIDFile]:
+    doc = c.read_json(path, "COCO file")
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise IIDFormatError(f"{path!r} is not a COCO dataset: it has no 'images' list")
+    anns = doc.get("annotations", [])
+    if not isinstance(anns, list):
+        raise IIDFormatError(f"{path!r}: 'annotations' must be a list")
+    cats = {cat.get("id"): cat for cat in doc.get("categories", []) if isinstance(cat, dict)}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for ann in anns:
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise IIDFormatError(f"{path!r}: every annotation needs an 'image_id'")
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    ids = [img.get("id") if isinstance(img, dict) else None for img in doc["images"]]
+    orphans = set(by_image) - set(ids)
+    if orphans:
+        raise IIDFormatError(f"{path!r}: annotations refer to unknown image id(s) {sorted(map(str, orphans))[:5]}")
+    out = []
+    for img in doc["images"]:
+        if not isinstance(img, dict) or type(img.get("height")) is not int or type(img.get("width")) is not int:
+            raise IIDFormatError(f"{path!r}: every image needs integer 'height' and 'width'")
+        out.append(_read_image(img, by_image.get(img.get("id"), []), cats, path))
+    return out
+
+
+def _read_image(img: dict[str, Any], anns: list[dict[str, Any]], cats: dict[Any, Any], path: str) -> IIDFile:
+    h, w = img["height"], img["width"]
+    f = IIDFile()
+    ours = isinstance(img.get("iid"), dict) and all(isinstance(a.get("iid"), dict) for a in anns)
+    if ours:
+        anns = sorted(anns, key=lambda a: a["iid"].get("key", 0))
+    for j, ann in enumerate(anns):
+        where = f"{path!r} annotation {ann.get('id', j)!r}"
+        check_pixels(h, w, f"{where}: mask")
+        full = _segmentation_mask(ann.get("segmentation"), h, w, where)
+        if ours:
+            info = ann["iid"]
+            bbox = c.check_bbox(info.get("bbox"), where)
+            minr, minc, maxr, maxc = bbox
+            mask = full[minr:maxr, minc:maxc]
+            if mask.shape != (maxr - minr, maxc - minc) or np.count_nonzero(mask) != np.count_nonzero(full):
+                raise IIDFormatError(f"{where}: the segmentation has pixels outside its iid bbox {bbox}")
+            f.add(c.bytes_from_json(info.get("address"), where), c.bytes_from_json(info.get("domain"), where), bbox, mask)
+        else:
+            bbox = _tight(full)
+            cat = cats.get(ann.get("category_id"), {})
+            name = cat.get("name") if isinstance(cat.get("name"), str) else ""
+            groups = ([name] if name else []) + (["iscrowd"] if ann.get("iscrowd") else [])
+            f.add(str(ann.get("id", j)).encode(), name.encode("utf-8"), bbox, full[bbox[0] : bbox[2], bbox[1] : bbox[3]], group=groups or None)
+    if ours:
+        c.groups_from_json(f, img["iid"].get("groups"), f"{path!r} image {img.get('id')!r}")
+        f.meta.data = img["iid"].get("meta", {})
+    else:
+        used = {a.get("category_id") for a in anns}
+        f.meta.data = {
+            "image": img,
+            "coco": {
+                "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in anns],
+                "categories": [cats[k] for k in cats if k in used],
+            },
+        }
+    return f
