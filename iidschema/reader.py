@@ -248,19 +248,18 @@ class Reader0(Reader):
         return base + rel, length, [None] * keys.size
 
     def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
-        pos = 0
         head, rhead = schema.SEG_HEAD0, schema.REGION_HEAD0
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is {length} bytes, shorter than its head", section="segs", offset=off)
-        k, minr, minc, maxr, maxc, area = head.unpack_from(data, pos)
+        k, minr, minc, maxr, maxc, area = head.unpack_from(data, 0)
         if k != key:
             raise IIDFormatError(f"segment holds key {k}, LUT says {key}", section="segs", offset=off)
         if maxr < minr or maxc < minc:
             raise IIDFormatError(f"segment {key} has an inverted bbox {(minr, minc, maxr, maxc)}", section="segs", offset=off)
         regions = Regions()
-        p, end = pos + head.size, pos + length
+        p, end = head.size, length
         while p < end:
-            at = off + p - pos
+            at = off + p
             if end - p < rhead.size:
                 raise IIDFormatError(f"segment {key}: truncated region head", section="segs", offset=at)
             rlen, a, b, c, d = rhead.unpack_from(data, p)
@@ -278,8 +277,7 @@ class Reader0(Reader):
                 )
             regions.append(Region.raw((a, b, c, d), 0, bytes(data[p + rhead.size : p + rlen])))
             p += rlen
-        # A version-1 writer may store several components as one region.
-        return Segment(key, (minr, minc, maxr, maxc), area, regions, components=False)
+        return Segment(key, (minr, minc, maxr, maxc), area, regions)
 
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(keys, dtype=np.int64)
@@ -595,20 +593,19 @@ class Reader1(Reader):
                                    section="iids" if kind == "iid" else "segs", offset=at)
 
     def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
-        pos = 0
         _, minr, minc, maxr, maxc, area = info
         head, rhead = schema.SEG_HEAD1, schema.REGION_HEAD1
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is shorter than its head", section="segs", offset=off)
-        k, nreg = head.unpack_from(data, pos)
+        k, nreg = head.unpack_from(data, 0)
         if k != key:
             raise IIDFormatError(f"segment holds key {k}, LUT says {key}", section="segs", offset=off)
         if nreg > (length - head.size) // rhead.size:
             raise IIDFormatError(f"segment {key} claims {nreg} regions, more than its {length} bytes hold", section="segs", offset=off)
         regions = Regions()
-        p, end = pos + head.size, pos + length
+        p, end = head.size, length
         for _ in range(nreg):
-            at = off + p - pos
+            at = off + p
             if end - p < rhead.size:
                 raise IIDFormatError(f"segment {key}: truncated region head", section="segs", offset=at)
             a, bb, c, d, codec, _flags, plen = rhead.unpack_from(data, p)
@@ -624,7 +621,7 @@ class Reader1(Reader):
             regions.append(Region.raw((a, bb, c, d), codec, bytes(data[p : p + plen])))
             p += plen
         if p != end:
-            raise IIDFormatError(f"segment {key}: {end - p} bytes after its last region", section="segs", offset=off + p - pos)
+            raise IIDFormatError(f"segment {key}: {end - p} bytes after its last region", section="segs", offset=off + p)
         # A version-1 writer may store several components as one region.
         return Segment(key, (minr, minc, maxr, maxc), area, regions, components=False)
 

@@ -236,3 +236,16 @@ def test_index_queries_equal_brute_force(tmp_path, boxes, queries, big):
             assert [e.key for e in g.at(qc, qr)] == brute_at
         for a in (b"k0", b"k3", b"nope"):
             assert [e.key for e in g.look_for(a)] == [i for i in range(len(boxes)) if f"k{i % 7}".encode() == a]
+
+
+def test_region_component_flags(tmp_path):
+    """Version-0 regions are components and are copied as they are on a
+    version-0 re-save; version-1 regions may merge components."""
+    m = np.array([[1, 1, 0, 1, 1]], bool)
+    f = IIDFile()
+    f.add(b"x", b"", (0, 0, 1, 5), m)
+    f.save(tmp_path / "a0.iid", version=0)
+    f.save(tmp_path / "a1.iid", version=1)
+    with iidschema.open(tmp_path / "a0.iid") as g0, iidschema.open(tmp_path / "a1.iid") as g1:
+        assert g0[0].seg.components and len(g0[0].seg.regions) == 2
+        assert not g1[0].seg.components
