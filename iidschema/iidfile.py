@@ -198,7 +198,6 @@ class IIDFile:
         for i in np.flatnonzero(~on_disk):
             seg = self._entries[int(keys[i])].seg
             boxes[i], areas[i] = seg.bbox, seg.area
-        # A loaded segment may have been replaced in memory: trust it.
         return boxes, areas
 
     def _entries_of(self, keys: np.ndarray, iids: bool = False, segs: bool = False) -> list[Entry]:
@@ -347,19 +346,22 @@ class IIDFile:
         return entries
 
     def _candidates(self, box: BBox, only_loaded: bool) -> np.ndarray:
-        """Keys whose segment bbox intersects ``box``, ascending."""
+        """Keys whose segment bbox intersects ``box``, ascending.
+
+        Entries on disk come from the reader (version 1: its spatial index);
+        entries added since opening, or with ``only_loaded`` the loaded ones,
+        are tested here.
+        """
         if only_loaded:
+            disk = np.zeros(0, np.int64)
             keys = np.array(sorted(k for k in self._entries if self._is_seg_loaded(k)), dtype=np.int64)
-            boxes, _ = self._heads(keys)
         else:
             disk = self._reader.candidates(box) if self._reader is not None else np.zeros(0, np.int64)
-            new = np.arange(self._disk_count, self._count, dtype=np.int64)
-            nb, _ = self._heads(new)
-            keys = np.concatenate([disk, new])
-            boxes = np.concatenate([self._heads(disk)[0] if disk.size else np.zeros((0, 4), np.int64), nb])
+            keys = np.arange(self._disk_count, self._count, dtype=np.int64)
+        boxes, _ = self._heads(keys)
         minr, minc, maxr, maxc = box
         hit = (boxes[:, 0] < maxr) & (minr < boxes[:, 2]) & (boxes[:, 1] < maxc) & (minc < boxes[:, 3])
-        return keys[hit]
+        return np.concatenate([disk, keys[hit]])  # disk keys all precede added ones
 
     def at(self, x: int, y: int, only_loaded: bool = False) -> list[Entry]:
         """Entries whose mask covers pixel (row ``y``, column ``x``), in key order."""
