@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
     __import__("iidschema.validate", fromlist=["add_validate_parser"]).add_validate_parser(sub)
+    __import__("iidschema.convert", fromlist=["add_format_commands"]).add_format_commands(sub)
     return parser
 
 

@@ -23,7 +23,7 @@ def plugins_report(pm: IIDPluginManager | None = None) -> dict[str, Any]:
         {"entry_point_group": "iidschema",
          "plugins": [{"name", "source": {"kind", "value", "dist"}, "object",
                       "codecs": [{"id", "name", "description", "loader"}],
-                      "formats": []}],          # filled by the format hooks (later issue)
+                      "formats": [{"name", "extensions", "capabilities", "description"}]}],
          "failures": [{"name", "value", "stage", "error"}],
          "notes": [str]}
     """
@@ -41,6 +41,16 @@ def plugins_report(pm: IIDPluginManager | None = None) -> dict[str, Any]:
         codecs_by_plugin.setdefault(d.plugin_name, []).append(
             {"id": d.spec.id, "name": d.spec.name, "description": d.spec.description, "loader": d.spec.loader_text}
         )
+    formats_by_plugin: dict[str, list[dict[str, Any]]] = {}
+    try:
+        from ..formats.registry import declared_formats  # late: imports no reader or writer
+
+        for fd in declared_formats(pm)[0]:
+            formats_by_plugin.setdefault(fd.plugin, []).append(
+                {"name": fd.name, "extensions": list(fd.spec.extensions), "capabilities": list(fd.spec.capabilities), "description": fd.spec.description}
+            )
+    except Exception as exc:  # the report shows problems, it does not raise
+        problems.append({"name": "(format registry)", "value": "", "stage": "formats", "error": f"{type(exc).__name__}: {exc}"})
     plugins = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda np_: np_[0]):
         if plugin is None:  # blocked name
@@ -52,9 +62,7 @@ def plugins_report(pm: IIDPluginManager | None = None) -> dict[str, Any]:
                 "source": source,
                 "object": describe_plugin(plugin),
                 "codecs": codecs_by_plugin.get(name, []),
-                # Reader/writer format hooks arrive in a later issue; each
-                # plugin's formats will be listed here.
-                "formats": [],
+                "formats": formats_by_plugin.get(name, []),
             }
         )
     return {
@@ -106,7 +114,16 @@ def format_plugins_report(report: dict[str, Any]) -> str:
     formats = [(p["name"], f) for p in plugins for f in p.get("formats", [])]
     out.append("")
     out.append("Formats:")
-    out += [f"  {f} ({name})" for name, f in formats] if formats else ["  (none registered)"]
+    out += (
+        [
+            f"  {f['name']} ({', '.join(f.get('extensions', [])) or '-'}; {','.join(f.get('capabilities', []))}) [{name}]"
+            if isinstance(f, dict)
+            else f"  {f} ({name})"
+            for name, f in formats
+        ]
+        if formats
+        else ["  (none registered)"]
+    )
 
     failures = report.get("failures", [])
     out.append("")
