@@ -11,7 +11,7 @@ byte-identical for boolean masks.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def split_regions(mask: np.ndarray, origin: tuple[int, int]) -> list[tuple[BBox,
     return out
 
 
-def compose_mask(bbox: BBox, regions: Sequence[tuple[BBox, np.ndarray]]) -> np.ndarray:
+def compose_mask(bbox: BBox, regions: Iterable[tuple[BBox, np.ndarray]]) -> np.ndarray:
     """OR the region masks into one mask of the segment ``bbox``.
 
     Region pixels outside ``bbox`` are clipped (readers reject such regions

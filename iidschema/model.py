@@ -87,13 +87,26 @@ class Region:
         minr, minc, maxr, maxc = self.bbox
         return (maxr - minr, maxc - minc)
 
+    def decode(self) -> np.ndarray:
+        """The region's mask, decoded now and not kept (unless already kept).
+
+        The library's own paths (composing segment masks, queries, saving)
+        use this, so that decoding a segment costs one region at a time: a
+        small file may hold many overlapping regions that each decode to the
+        size limit, and keeping them all would multiply memory.
+        """
+        if self._mask is not None:
+            return self._mask
+        from .codecs import get_codec
+
+        check_pixels(*self.shape, "region")
+        return get_codec(self.codec).decode(self.payload, self.shape)
+
     @property
     def mask(self) -> np.ndarray:
+        """The region's mask (bool, shape of its bbox), decoded on first access and kept."""
         if self._mask is None:
-            from .codecs import get_codec
-
-            check_pixels(*self.shape, "region")
-            self._mask = get_codec(self.codec).decode(self.payload, self.shape)
+            self._mask = self.decode()
         return self._mask
 
     def encoded(self, codec: int) -> bytes | memoryview:
@@ -102,7 +115,7 @@ class Region:
             return self.payload
         from .codecs import get_codec
 
-        return get_codec(codec).encode(self.mask)
+        return get_codec(codec).encode(self.decode())
 
     def bbox_xywh(self, center: bool = False):
         return bbox_to_xywh(self.bbox, center)
@@ -144,7 +157,7 @@ class Segment:
     def mask(self, bbox: BBox | None = None) -> np.ndarray:
         """The segment mask (bool, shape of ``self.bbox``), or its crop to ``bbox``
         (image coordinates, as in iidfile 0.2.0)."""
-        full = compose_mask(self.bbox, [(r.bbox, r.mask) for r in self.regions])
+        full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in self.regions))
         if bbox is None:
             return full
         minr, minc, maxr, maxc = bbox
@@ -155,7 +168,7 @@ class Segment:
         """True when the mask has pixel (row, col) set."""
         for r in self.regions:
             minr, minc, maxr, maxc = r.bbox
-            if minr <= row < maxr and minc <= col < maxc and r.mask[row - minr, col - minc]:
+            if minr <= row < maxr and minc <= col < maxc and r.decode()[row - minr, col - minc]:
                 return True
         return False
 
@@ -168,7 +181,7 @@ class Segment:
             if not bboxes_intersect(r.bbox, bbox):
                 continue
             rminr, rminc = r.bbox[0], r.bbox[1]
-            crop = r.mask[max(0, minr - rminr) : max(0, maxr - rminr), max(0, minc - rminc) : max(0, maxc - rminc)]
+            crop = r.decode()[max(0, minr - rminr) : max(0, maxr - rminr), max(0, minc - rminc) : max(0, maxc - rminc)]
             if crop.any():
                 return True
         return False

@@ -214,7 +214,7 @@ class _SegmentEncoder:
             if self.fixed is not None and r.payload is not None and r.codec == self.fixed.id:
                 split.append((r.bbox, r.codec, bytes(r.payload)))
             else:
-                split.append((r.bbox, *self._encode(r.mask)))
+                split.append((r.bbox, *self._encode(r.decode())))
         if whole is not None and self.HEAD + len(whole[2]) < sum(self.HEAD + len(p) for _, _, p in split):
             return [whole]
         return split
