@@ -55,7 +55,7 @@ CODES: dict[str, tuple[str, str]] = {
     "IID003": (ERROR, "version 1: bad magic number"),
     "IID004": (ERROR, "version 1: header checksum (header_crc) mismatch"),
     "IID005": (ERROR, "version 1: more than 64 sections, or the section table runs past the end of the file"),
-    "IID006": (WARNING, "a reserved field or flag bit is not zero"),
+    "IID006": (WARNING, "a reserved field or flag bit is not zero (version-1 header flags, section flag bits 1-15, region flags, block-table reserved field)"),
     # sections
     "IID010": (ERROR, "a section runs past the end of the file"),
     "IID011": (ERROR, "a section overlaps the header or another section (version 0: or is out of order)"),
@@ -98,7 +98,7 @@ CODES: dict[str, tuple[str, str]] = {
     "IID054": (ERROR, "version 1: the codecs section is malformed or lists a codec id no installed codec has"),
     "IID055": (WARNING, "version 1: a region uses a codec id the codecs section does not list"),
     # meta and groups
-    "IID060": (ERROR, "the metadata is not valid UTF-8 JSON"),
+    "IID060": (ERROR, "the metadata is not valid UTF-8 JSON (including JSON nested too deeply to parse)"),
     "IID061": (ERROR, "the groups section is shorter than its JSON length prefix says"),
     "IID062": (ERROR, "the group table is not a JSON list of {name: str, offset: int >= 0, length: int >= 0}"),
     "IID063": (ERROR, "a group name is listed twice"),
