@@ -102,6 +102,8 @@ def rle_counts(mask: np.ndarray, origin: tuple[int, int], size: tuple[int, int])
     bounds[2:-1:2] = e
     bounds[-1] = total
     counts = np.diff(bounds)
+    if counts[-1] == 0:  # the mask reaches the last pixel: no trailing zero run (pycocotools' canonical form)
+        counts = counts[:-1]
     return counts.tolist()
 
 

@@ -293,6 +293,8 @@ def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "z
             volumes.append((name, vol, {names[i]: 1}))
             vol_of[i] = name
         labels = [1] * len(entries)
+        if not entries:  # medmask cannot write an archive without a mask
+            volumes.append(("empty", np.zeros(shape, dtype=bool), {}))
     elif layout == "layers":
         dtype = _dtype(max(labels, default=0))
         for n, members in enumerate(_layers(entries, shape) if entries else [[]]):

@@ -1,0 +1,210 @@
+"""COCO export/import proven with pycocotools: COCO() loads the file,
+mask.decode reproduces every mask, COCOeval of the file against itself gives
+AP = 1.0; RLEs built from crops equal pycocotools' own; giant canvases are
+refused before pycocotools; foreign datasets (polygons, RLEs) import."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import iidschema
+from iidschema.demo import build_sample
+from iidschema.errors import IIDLimitError
+from iidschema.formats import IIDNoReaderError, read, write
+from iidschema.formats import config as fconfig
+from iidschema.formats.coco import MAX_COCO_PIXELS, rle_counts, rle_from_crop
+
+pytest.importorskip("pycocotools")
+from pycocotools import mask as mask_utils  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch):
+    monkeypatch.setenv(fconfig.ENV_VAR, "")
+
+
+def second_image() -> iidschema.IIDFile:
+    f = iidschema.IIDFile()
+    yy, xx = np.ogrid[:30, :40]
+    f.add(b"ring", b"shapes", (5, 7, 35, 47), ((yy - 15) ** 2 + (xx - 20) ** 2 < 200) & ((yy - 15) ** 2 + (xx - 20) ** 2 > 50), group="round")
+    f.add(b"bar", "d\u00e9j\u00e0".encode(), (0, 0, 3, 60), np.ones((3, 60), bool))
+    f.add(b"\xff\x00", b"shapes", (40, 50, 44, 53), np.array([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]], bool))
+    f.meta.data = {"image": {"height": 50, "width": 64, "file_name": "second.jpg"}, "note": "hand made"}
+    return f
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    files = [build_sample(), second_image()]
+    path = tmp_path / "d.json"
+    write(files, path)
+    return files, path
+
+
+def full_mask(entry, h, w):
+    out = np.zeros((h, w), bool)
+    minr, minc, maxr, maxc = entry.seg.bbox
+    out[minr:maxr, minc:maxc] = entry.seg.mask()
+    return out
+
+
+def test_pycocotools_loads_and_decodes_every_mask(dataset):
+    files, path = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    assert sorted(coco.getImgIds()) == [1, 2]
+    for image_id, f in enumerate(files, 1):
+        img = coco.loadImgs(image_id)[0]
+        h, w = img["height"], img["width"]
+        assert (h, w) == (f.meta.data["image"]["height"], f.meta.data["image"]["width"])
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        assert len(anns) == len(f)
+        for ann, entry in zip(anns, f):
+            seg = ann["segmentation"]
+            assert seg["size"] == [h, w] and isinstance(seg["counts"], str)
+            decoded = mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})
+            assert decoded.shape == (h, w)
+            assert np.array_equal(decoded.astype(bool), full_mask(entry, h, w))
+            assert np.array_equal(coco.annToMask(ann).astype(bool), full_mask(entry, h, w))
+            minr, minc, maxr, maxc = entry.seg.bbox
+            assert ann["bbox"] == [minc, minr, maxc - minc, maxr - minr]
+            assert ann["area"] == int(entry.seg.mask().sum()) == int(mask_utils.area(coco.annToRLE(ann)))
+            assert ann["iscrowd"] == 0
+            assert bytes.fromhex(ann["iid"]["address"]["hex"]) == entry.iid.address
+
+
+def test_cocoeval_against_itself_gives_ap_1(dataset):
+    _, path = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+        results = [
+            {"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"], "score": 1.0}
+            for a in gt.dataset["annotations"]
+        ]
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)  # AP @ IoU .50:.95, all areas
+    assert ev.stats[1] == pytest.approx(1.0)  # AP @ IoU .50
+
+
+def test_import_is_lossless(dataset):
+    files, path = dataset
+    back = read(path)
+    assert len(back) == 2
+    for f, g in zip(files, back):
+        assert [(e.iid.address, e.iid.domain, e.seg.bbox) for e in g] == [(e.iid.address, e.iid.domain, e.seg.bbox) for e in f]
+        assert all(np.array_equal(a.seg.mask(), b.seg.mask()) for a, b in zip(f, g))
+        assert {n: g.groups.keys(n).tolist() for n in g.groups} == {n: f.groups.keys(n).tolist() for n in f.groups}
+        assert g.meta.data == f.meta.data
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_rle_from_crop_equals_pycocotools_encode(data):
+    h = data.draw(st.integers(1, 20))
+    w = data.draw(st.integers(1, 20))
+    mh = data.draw(st.integers(0, h))
+    mw = data.draw(st.integers(0, w))
+    r0 = data.draw(st.integers(0, h - mh))
+    c0 = data.draw(st.integers(0, w - mw))
+    bits = data.draw(st.lists(st.booleans(), min_size=mh * mw, max_size=mh * mw))
+    crop = np.array(bits, bool).reshape(mh, mw)
+    full = np.zeros((h, w), np.uint8)
+    full[r0 : r0 + mh, c0 : c0 + mw] = crop
+    want = mask_utils.encode(np.asfortranarray(full))
+    got = rle_from_crop(crop, (r0, c0), (h, w))
+    assert got["counts"].encode() == want["counts"]
+    assert sum(rle_counts(crop, (r0, c0), (h, w))) == h * w
+
+
+def test_whole_slide_canvas_is_refused_before_pycocotools(tmp_path):
+    f = iidschema.IIDFile()
+    f.add(b"cell", b"wsi", (100, 100, 102, 102), np.ones((2, 2), bool))
+    f.meta.data = {"image": {"height": 80_000, "width": 60_000}}  # 4.8 gigapixels
+    with pytest.raises(IIDLimitError, match="uint32") as info:
+        write(f, tmp_path / "wsi.json")
+    assert "4,800,000,000" in str(info.value) and "png-masks" in str(info.value)
+    assert not (tmp_path / "wsi.json").exists()
+    f.meta.data = {"image": {"height": 65_535, "width": 65_537}}  # exactly 2**32 - 1 pixels: allowed
+    assert 65_535 * 65_537 == MAX_COCO_PIXELS
+    write(f, tmp_path / "edge.json")
+    ann = json.loads((tmp_path / "edge.json").read_text())["annotations"][0]
+    assert int(mask_utils.area({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})) == 4
+
+
+def test_category_mappings(tmp_path):
+    f = second_image()
+
+    def cats(**kw):
+        write(f, tmp_path / "c.json", **kw)
+        d = json.loads((tmp_path / "c.json").read_text())
+        names = {c["id"]: c["name"] for c in d["categories"]}
+        return [names[a["category_id"]] for a in d["annotations"]], d["categories"]
+
+    assert cats()[0] == ["shapes", "d\u00e9j\u00e0", "shapes"]
+    assert cats(categories="group")[0] == ["round", "(no group)", "(no group)"]
+    assert cats(categories="single")[0] == ["object"] * 3
+    got, records = cats(categories={b"shapes": (7, "shape"), "d\u00e9j\u00e0": "text"})
+    assert got == ["shape", "text", "shape"] and {(c["id"], c["name"]) for c in records} == {(7, "shape"), (1, "text")}
+    assert cats(categories=lambda e: "big" if e.seg.area > 50 else "small")[0] == ["big", "big", "small"]
+    with pytest.raises(IIDLimitError, match="no entry for domain"):
+        cats(categories={b"shapes": "s"})
+    with pytest.raises(IIDLimitError, match="category id 3 given to both"):
+        cats(categories=lambda e: (3, e.iid.domain.hex()))
+
+
+def test_foreign_dataset_polygons_and_rles(tmp_path):
+    h, w = 20, 30
+    crowd = np.zeros((h, w), np.uint8)
+    crowd[2:5, 3:9] = 1
+    crowd_rle = mask_utils.encode(np.asfortranarray(crowd))
+    # uncompressed counts of the same mask
+    flat = crowd.ravel(order="F")
+    change = np.flatnonzero(np.diff(np.concatenate(([0], flat, [0])))) if flat.any() else []
+    counts = np.diff(np.concatenate(([0], change, [h * w]))).tolist()
+    poly = [[10.0, 10.0, 20.0, 10.0, 20.0, 16.0, 10.0, 16.0]]
+    doc = {
+        "images": [{"id": 9, "file_name": "p.jpg", "height": h, "width": w}, {"id": 10, "file_name": "none.jpg", "height": 5, "width": 5}],
+        "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "crowd"}],
+        "annotations": [
+            {"id": 100, "image_id": 9, "category_id": 1, "segmentation": poly, "area": 60, "bbox": [10, 10, 10, 6], "iscrowd": 0, "score": 0.5},
+            {"id": 101, "image_id": 9, "category_id": 2, "segmentation": {"size": [h, w], "counts": counts}, "area": 18, "bbox": [3, 2, 6, 3], "iscrowd": 1},
+            {"id": 102, "image_id": 9, "category_id": 2, "segmentation": {"size": [h, w], "counts": crowd_rle["counts"].decode()}, "area": 18, "bbox": [3, 2, 6, 3], "iscrowd": 0},
+        ],
+    }
+    path = tmp_path / "foreign.json"
+    path.write_text(json.dumps(doc))
+    f, empty = read(path)
+    assert len(empty) == 0 and empty.meta.data["image"]["file_name"] == "none.jpg"
+    assert [(e.iid.address, e.iid.domain) for e in f] == [(b"100", b"box"), (b"101", b"crowd"), (b"102", b"crowd")]
+    want_poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w))).astype(bool)
+    assert np.array_equal(full_mask(f[0], h, w), want_poly)
+    assert np.array_equal(full_mask(f[1], h, w), crowd.astype(bool))
+    assert np.array_equal(full_mask(f[2], h, w), crowd.astype(bool))
+    assert f[1].seg.bbox == (2, 3, 5, 9)  # tight
+    assert f.groups.keys("iscrowd").tolist() == [1] and f.groups.keys("crowd").tolist() == [1, 2]
+    assert f.meta.data["coco"]["annotations"][0]["score"] == 0.5
+
+
+def test_json_that_is_not_coco(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{"hello": 1}')
+    with pytest.raises(IIDNoReaderError, match="plugin 'builtin_formats' \\(format 'coco'\\): failed: .*no 'images' list"):
+        read(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(IIDNoReaderError, match="declined: not a JSON object"):
+        read(p)
