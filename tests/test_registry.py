@@ -353,3 +353,22 @@ def test_example_plugin_through_read_write(example_plugin, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert read(tmp_path / "f.json")[0].meta.data == f.meta.data
+
+
+def test_builtin_formats_through_their_entry_point():
+    """With the entry point ``builtin_formats = iidschema.formats.builtin``
+    (pyproject.toml) the built-ins load like any plugin: no fallback."""
+    import importlib.metadata as md
+
+    from iidschema.plugins.manager import create_plugin_manager
+
+    eps = [
+        md.EntryPoint(name="builtin_codecs", value="iidschema.codecs.builtin", group="iidschema"),
+        md.EntryPoint(name="builtin_formats", value="iidschema.formats.builtin", group="iidschema"),
+    ]
+    pm = create_plugin_manager(entry_points=eps)
+    reg = get_registry(pm)
+    assert pm.sources["builtin_formats"]["kind"] == "entry point"
+    assert not any("built-in formats were registered directly" in n for n in pm.notes)
+    assert reg.plugin_order == ["builtin_formats"] and "coco" in reg.format_names()
+    get_registry()  # back to the project's manager
