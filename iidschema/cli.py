@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -144,11 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"iidschema {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `iidschema ls f | head`: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # keep the interpreter's final flush quiet
+        return 0
     except OSError as exc:
         print(f"iidschema {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # pragma: no cover - e.g. `iidschema ls f | head`
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
