@@ -140,3 +140,12 @@ def test_plain_label_png_imports_without_sidecar(tmp_path):
     Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(tmp_path / "rgba.png")
     with pytest.raises(Exception, match="RGBA image; a label map is mode"):
         read(tmp_path / "rgba.png")
+
+
+def test_writing_without_sidecar_removes_a_stale_one(tmp_path):
+    f = overlapping()
+    write(f, tmp_path / "s.png", overlap="first")
+    assert (tmp_path / "s.png.iid.json").exists()
+    write(f, tmp_path / "s.png", overlap="first", sidecar=False)
+    assert not (tmp_path / "s.png.iid.json").exists()
+    assert [e.iid.address for e in read(tmp_path / "s.png")] == [b"1", b"2"]

@@ -275,6 +275,14 @@ def sidecar_path(path: str) -> str:
     return os.fspath(path) + SIDECAR_SUFFIX
 
 
+def drop_sidecar(path: str) -> None:
+    """Remove a sidecar left by an earlier write (it would describe another file)."""
+    try:
+        os.unlink(sidecar_path(path))
+    except FileNotFoundError:
+        pass
+
+
 def as_files(obj: Any) -> list[IIDFile]:
     if isinstance(obj, IIDFile):
         return [obj]

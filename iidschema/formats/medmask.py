@@ -160,6 +160,8 @@ def write_msk(f: IIDFile, path: str, *, overlap: str = "error", codec: str = "zs
     if sidecar:
         items = [c.sidecar_entry(e, label, name=n) for e, label, n in zip(entries, labels, names)]
         _sidecar(f, path, items, (height, width), overlap=overlap)
+    else:
+        c.drop_sidecar(path)
 
 
 def _volume(data: np.ndarray, path: str, z: int | None) -> np.ndarray:
@@ -320,6 +322,8 @@ def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "z
     if sidecar:
         items = [c.sidecar_entry(e, label, name=n, volume=vol_of[i]) for i, (e, label, n) in enumerate(zip(entries, labels, names))]
         _sidecar(f, path, items, (height, width), layout=layout)
+    else:
+        c.drop_sidecar(path)
 
 
 def read_mska(path: str, *, z: int | None = None, sidecar: Any = None) -> IIDFile:

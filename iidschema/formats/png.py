@@ -116,6 +116,8 @@ def write_labels(f: IIDFile, path: str, *, overlap: str = "error", bit_depth: An
             "meta": f.meta.data,
         }
         c.write_json(c.sidecar_path(path), doc)
+    else:
+        c.drop_sidecar(path)
     c.write_bytes(path, data)
 
 

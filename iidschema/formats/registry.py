@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import IIDError, IIDFormatError, IIDPluginError
 from ..plugins.manager import IIDPluginManager, call_each, describe_plugin, get_plugin_manager
