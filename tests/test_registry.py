@@ -372,3 +372,10 @@ def test_builtin_formats_through_their_entry_point():
     assert not any("built-in formats were registered directly" in n for n in pm.notes)
     assert reg.plugin_order == ["builtin_formats"] and "coco" in reg.format_names()
     get_registry()  # back to the project's manager
+
+
+def test_package_is_callable_as_formats():
+    """``iidschema.formats()`` lists formats; ``iidschema.formats`` stays the package."""
+    import iidschema.formats as package
+
+    assert package() == formats() and package.read is read and package.write is write

@@ -6,6 +6,7 @@
 >>> write(f, "labels.png", overlap="first")        # doctest: +SKIP  (writer options)
 >>> images = read("dataset.json")                  # doctest: +SKIP  (COCO: a list, one IIDFile per image)
 >>> [x["name"] for x in formats()]                 # doctest: +SKIP
+>>> import iidschema; iidschema.formats() == formats()   # doctest: +SKIP  (the package is callable too)
 
 Built-in formats (plugin ``builtin_formats``): ``iid``, ``coco``,
 ``png-labels``, ``png-masks``, ``medmask``, ``medmask-archive``; see
@@ -14,6 +15,10 @@ its configuration file, and how to write a format plugin.
 """
 
 from __future__ import annotations
+
+import sys as _sys
+import types as _types
+from typing import Any as _Any
 
 from .registry import (
     DeclaredFormat,
@@ -38,3 +43,14 @@ __all__ = [
     "IIDNoReaderError",
     "get_registry",
 ]
+
+
+class _FormatsModule(_types.ModuleType):
+    """Lets ``iidschema.formats()`` list the formats while
+    ``iidschema.formats`` stays this package (``iidschema.formats.read``...)."""
+
+    def __call__(self, pm: _Any = None) -> list[dict[str, _Any]]:
+        return formats(pm)
+
+
+_sys.modules[__name__].__class__ = _FormatsModule
