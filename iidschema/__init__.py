@@ -24,6 +24,8 @@ from .errors import (
 from .iidfile import DEFAULT_VERSION, IIDFile, open
 from .model import IID, Entry, Region, Regions, Segment
 from .schema import SUPPORTED_VERSIONS
+from . import formats  # callable: iidschema.formats() lists the formats (see formats/__init__.py)
+from .formats import read, write
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,9 @@ __all__ = [
     "Segment",
     "DEFAULT_VERSION",
     "SUPPORTED_VERSIONS",
+    "read",
+    "write",
+    "formats",
     "IIDError",
     "IIDFormatError",
     "IIDVersionError",
