@@ -17,8 +17,8 @@ import numpy as np
 from . import schema
 from .errors import IIDLimitError
 from .groups import Groups, Metadata
-from .masks import as_bool_mask, split_regions
-from .model import IID, BBox, Entry, Region, Regions, Segment
+from .masks import as_bool_mask
+from .model import IID, BBox, Entry, Segment
 from .reader import Reader, open_reader
 from .source import ByteSource, open_source
 from .writer import atomic_write, check_meta, write_v0, write_v1
@@ -278,11 +278,11 @@ class IIDFile:
         for name in names:
             if not isinstance(name, str):
                 raise TypeError(f"group names are str, got {name!r}")
-        parts = split_regions(arr, (box[0], box[1]))
-        regions = Regions(Region(rb, m) for rb, m in parts)
-        area = int(sum(int(m.sum()) for _, m in parts))
+        if isinstance(mask, np.ndarray) and np.may_share_memory(arr, mask):
+            arr = arr.copy()  # the caller may reuse their array; the entry must not change with it
         key = self._count
-        entry = Entry(key, IID(address, domain, key), Segment(key, box, area, regions), loader=self)
+        seg = Segment(key, box, int(np.count_nonzero(arr)), source=arr)
+        entry = Entry(key, IID(address, domain, key), seg, loader=self)
         self._entries[key] = entry
         self._count += 1
         for name in names:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IIDLimitError
 
-__all__ = ["as_bool_mask", "split_regions", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+__all__ = ["as_bool_mask", "split_regions", "tight_bbox", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
 
 #: Largest mask (in pixels) decoded or composed without the caller raising
 #: this limit.  A region or segment bbox is only a claim made by the file: a
@@ -75,6 +75,16 @@ def split_regions(mask: np.ndarray, origin: tuple[int, int]) -> list[tuple[BBox,
         component = labels[slc] == index
         out.append(((r0 + rs.start, c0 + cs.start, r0 + rs.stop, c0 + cs.stop), component))
     return out
+
+
+def tight_bbox(mask: np.ndarray, origin: tuple[int, int]) -> BBox | None:
+    """Absolute bbox of the set pixels of ``mask`` (None when there are none)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, c0 = origin
+    return (r0 + int(rows[0]), c0 + int(cols[0]), r0 + int(rows[-1]) + 1, c0 + int(cols[-1]) + 1)
 
 
 def compose_mask(bbox: BBox, regions: Iterable[tuple[BBox, np.ndarray]]) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .masks import check_pixels, compose_mask
+from .masks import check_pixels, compose_mask, split_regions
 
 if TYPE_CHECKING:  # pragma: no cover
     from .iidfile import IIDFile
@@ -138,16 +138,41 @@ class Segment:
 
     ``components`` says whether the regions are exactly the mask's
     8-connected components (as version 0 requires); a version-1 file may
-    hold several components in one region."""
+    hold several components in one region.
 
-    __slots__ = ("key", "bbox", "area", "regions", "components")
+    A segment built by :meth:`IIDFile.add` keeps its mask (``source``) and
+    splits it into regions only when they are asked for: writing version 1
+    usually stores a small segment as one region and never needs the split,
+    which makes ``add()`` cheap.
+    """
 
-    def __init__(self, key: int | None, bbox: BBox, area: int, regions: Regions, components: bool = True):
+    __slots__ = ("key", "bbox", "area", "_regions", "components", "source")
+
+    def __init__(
+        self,
+        key: int | None,
+        bbox: BBox,
+        area: int,
+        regions: Regions | None = None,
+        components: bool = True,
+        source: np.ndarray | None = None,
+    ):
+        if regions is None and source is None:
+            raise ValueError("a segment needs its regions or its mask")
         self.key = key
         self.bbox = tuple(int(v) for v in bbox)
         self.area = int(area)
-        self.regions = regions
+        self._regions = regions
         self.components = components
+        self.source = source
+
+    @property
+    def regions(self) -> Regions:
+        """The regions (8-connected components for a segment built from a mask)."""
+        if self._regions is None:
+            assert self.source is not None
+            self._regions = Regions(Region(b, m) for b, m in split_regions(self.source, (self.bbox[0], self.bbox[1])))
+        return self._regions
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -157,7 +182,10 @@ class Segment:
     def mask(self, bbox: BBox | None = None) -> np.ndarray:
         """The segment mask (bool, shape of ``self.bbox``), or its crop to ``bbox``
         (image coordinates, as in iidfile 0.2.0)."""
-        full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in self.regions))
+        if self.source is not None:
+            full = self.source.copy()  # never hand out the segment's own array
+        else:
+            full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in self.regions))
         if bbox is None:
             return full
         minr, minc, maxr, maxc = bbox

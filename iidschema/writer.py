@@ -16,7 +16,7 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .masks import split_regions
+from .masks import split_regions, tight_bbox
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -171,6 +171,10 @@ def _block_crcs(sections: Mapping[int, bytes], block: int = schema.BLOCK_SIZE1) 
 _ZSTD_MIN_PACKED = 48
 
 
+#: Masks up to this many pixels are written as one region in version 1.
+_SPLIT_PIXELS = 1 << 20
+
+
 class _SegmentEncoder:
     """Chooses how a segment's regions are written in version 1."""
 
@@ -192,13 +196,23 @@ class _SegmentEncoder:
     def regions(self, seg: Segment) -> list[tuple[tuple[int, int, int, int], int, bytes]]:
         """``(bbox, codec, payload)`` to write for ``seg``.
 
-        Either its 8-connected components, or one region over the tight bbox
-        of all of them holding the whole mask, whichever is smaller on disk.
-        Many tiny components (noise, scattered dots) cost a 28-byte head
-        each, so one region is often smaller; large separated blobs stay
-        split so that queries decode only what they touch.  Readers need only
-        the rule that the segment mask is the OR of its regions.
+        A segment built from a mask of at most :data:`_SPLIT_PIXELS` pixels
+        is one region over the tight bbox of its set pixels: no component
+        labelling at all.  Otherwise: its 8-connected components, or one
+        region over the tight bbox of all of them holding the whole mask,
+        whichever is smaller on disk.  Many tiny components (noise, scattered
+        dots) cost a 28-byte head each, so one region is often smaller; large
+        separated blobs stay split so that queries decode only what they
+        touch.  Readers need only the rule that the segment mask is the OR of
+        its regions.
         """
+        src = seg.source
+        if src is not None and src.size <= _SPLIT_PIXELS:
+            box = tight_bbox(src, (seg.bbox[0], seg.bbox[1]))
+            if box is None:
+                return []
+            r0, c0 = seg.bbox[0], seg.bbox[1]
+            return [(box, *self._encode(src[box[0] - r0 : box[2] - r0, box[1] - c0 : box[3] - c0]))]
         regs = seg.regions
         whole = None
         if len(regs) >= 2:
