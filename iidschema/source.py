@@ -193,11 +193,17 @@ class CountingSource(ByteSource):
 
 
 def open_source(obj: Any) -> ByteSource:
-    """A :class:`ByteSource` for a path, a buffer, or an existing source."""
+    """A :class:`ByteSource` for a path, an fsspec URL (any string with
+    ``"://"``: :class:`iidschema.remote.FsspecSource`), a buffer, or an
+    existing source."""
     if isinstance(obj, ByteSource):
         return obj
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return BytesSource(obj)
+    if isinstance(obj, str) and "://" in obj:
+        from .remote import FsspecSource  # fsspec is imported only for URLs
+
+        return FsspecSource(obj)
     if isinstance(obj, (str, os.PathLike)):
         return MmapSource(obj)
     raise TypeError(f"cannot read an .iid file from {type(obj).__name__}")
