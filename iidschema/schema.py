@@ -475,12 +475,7 @@ HeaderFixed1 = Struct(
     "section_count" / Int32ul,
 )
 Header1 = Struct(
-    "version" / Version,
-    "rformat" / Int32ul,
-    "magic" / Const(MAGIC1),
-    "entry_count" / Int32ul,
-    "flags" / Int32ul,
-    "section_count" / Int32ul,
+    *HeaderFixed1.subcons,
     Check(this.section_count <= MAX_SECTIONS),
     "sections" / Array(this.section_count, SectionEntry1),
     "header_crc" / Int32ul,
@@ -554,13 +549,7 @@ Codecs1 = Struct("count" / Int16ul, "ids" / Array(this.count, CodecId1))
 #   index sections), instead of the whole section.
 BLOCK_SIZE1 = 4096
 BlockTableHead1 = Struct("section_id" / Int16ul, "reserved" / Int16ul, "block_size" / Int32ul, "count" / Int32ul)
-BlockTable1 = Struct(
-    "section_id" / Int16ul,
-    "reserved" / Int16ul,
-    "block_size" / Int32ul,
-    "count" / Int32ul,
-    "crcs" / StructArray(this.count, BlockCrc1),
-)
+BlockTable1 = Struct(*BlockTableHead1.subcons, "crcs" / StructArray(this.count, BlockCrc1))
 BlockCrcs1 = Struct("table_count" / Int32ul, "tables" / Array(this.table_count, BlockTable1))
 
 #   The two index sections (algorithms in docs/INDEXES.md, code in iidschema.index)
