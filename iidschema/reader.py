@@ -146,10 +146,18 @@ class Reader:
     def meta(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
+    #: Every entry's bbox, read once for readers without a spatial index.
+    _boxes: np.ndarray | None = None
+
     def candidates(self, bbox: tuple[int, int, int, int]) -> np.ndarray:
-        """Keys whose segment bbox intersects ``bbox`` (ascending)."""
+        """Keys whose segment bbox intersects ``bbox`` (ascending).
+
+        Without an index this scans every bbox; they are read once and kept
+        (16 bytes per entry), so repeated queries cost a numpy pass only."""
         keys = np.arange(self.count, dtype=np.int64)
-        boxes, _ = self.heads(keys)
+        if self._boxes is None:
+            self._boxes = self.heads(keys)[0]
+        boxes = self._boxes
         minr, minc, maxr, maxc = bbox
         hit = (boxes[:, 0] < maxr) & (minr < boxes[:, 2]) & (boxes[:, 1] < maxc) & (minc < boxes[:, 3])
         return keys[hit]
@@ -162,6 +170,7 @@ class Reader:
     def close(self) -> None:
         """Drop the views of the file and close the source; later reads raise ``ValueError``."""
         self._lut = None
+        self._boxes = None
         self.source.close()
 
     def _lut_rows(self, keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
