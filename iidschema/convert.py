@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .batch import add_batch_arguments  # light: Dask is imported only when a batch runs
+
 __all__ = ["convert", "ConvertResult", "parse_options", "add_format_commands"]
 
 
@@ -39,6 +41,7 @@ class ConvertResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
 
 
 def parse_options(pairs: Sequence[str] | None, what: str = "-o") -> dict[str, Any]:
@@ -82,10 +85,15 @@ def convert(
     read_options: dict[str, Any] | None = None,
     write_options: dict[str, Any] | None = None,
     progress: bool = True,
+    folder: bool | None = None,
 ) -> ConvertResult:
     """Convert ``inputs`` to ``output`` (see the module docstring).  Per-file
     errors are collected in the result, not raised; a bad target format or
-    bad writer options raise at once, before anything is read."""
+    bad writer options raise at once, before anything is read.
+
+    ``folder`` forces (or forbids) writing one output per input into the
+    ``output`` folder; by default that happens for several inputs or when
+    ``output`` is a folder."""
     from tqdm import tqdm
 
     from .formats.registry import get_registry, read, write
@@ -97,9 +105,10 @@ def convert(
     wopts = dict(write_options or {})
     result = ConvertResult()
     ext = target.spec.extensions[0] if target.spec.extensions else ""
-    folder = len(inputs) > 1 or (
-        not target.spec.directory and (os.path.isdir(output) or output.endswith(("/", os.sep)))
-    )
+    if folder is None:
+        folder = len(inputs) > 1 or (
+            not target.spec.directory and (os.path.isdir(output) or output.endswith(("/", os.sep)))
+        )
     collected: list[Any] = []
     used: set[str] = set()
 
@@ -148,6 +157,67 @@ def convert(
     return result
 
 
+class _ConvertOne:
+    """One input's conversion, as a picklable callable for Dask workers."""
+
+    def __init__(self, output: str, from_format: str | None, to_format: str | None,
+                 read_options: dict[str, Any], write_options: dict[str, Any]):
+        self.args = (output, from_format, to_format, read_options, write_options)
+
+    def __call__(self, path: str) -> ConvertResult:
+        output, from_format, to_format, ropts, wopts = self.args
+        result = convert([path], output, from_format, to_format, ropts, wopts, progress=False, folder=True)
+        if result.failures:
+            raise RuntimeError("; ".join(why for _, why in result.failures))
+        return result
+
+
+def convert_batch(
+    inputs: Sequence[str],
+    output: str,
+    from_format: str | None = None,
+    to_format: str | None = None,
+    read_options: dict[str, Any] | None = None,
+    write_options: dict[str, Any] | None = None,
+    progress: bool = True,
+    scheduler: Any = "sync",
+    workers: int | None = None,
+) -> ConvertResult:
+    """:func:`convert`, with the per-input work run by :func:`iidschema.batch.run_batch`
+    (threads, processes or a Dask cluster).
+
+    With ``scheduler="sync"``, or a target that collects every input into one
+    file (COCO), this is :func:`convert`.  Otherwise each input is converted
+    on its own into the ``output`` folder; inputs whose outputs would have the
+    same name are refused before anything runs (they would overwrite each
+    other on different workers).
+    """
+    from .batch import run_batch
+    from .formats.registry import get_registry
+
+    target = get_registry().writer_for(output, to_format)
+    target.options("write", dict(write_options or {}))
+    if scheduler in (None, "sync") or target.spec.multi or len(inputs) < 2:
+        return convert(inputs, output, from_format, to_format, read_options, write_options, progress)
+    stems = [_stem(p) for p in inputs]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise ValueError(f"inputs with the same name would overwrite each other's output: {', '.join(clashes)}; "
+                         "convert them separately or with --scheduler sync")
+    os.makedirs(output, exist_ok=True)
+    task = _ConvertOne(output, from_format, to_format or target.name,
+                       dict(read_options or {}), dict(write_options or {}))
+    batch = run_batch(task, list(inputs), scheduler, workers, progress, desc=f"converting to {target.name}")
+    result = ConvertResult()
+    for item in batch:
+        if item.ok:
+            result.written.extend(item.value.written)
+            result.images += item.value.images
+        else:
+            result.failures.append((item.item, item.error))
+    return result
+
+
 # -- commands ---------------------------------------------------------------------
 
 
@@ -162,7 +232,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"iidschema convert: error: {exc}", file=sys.stderr)
         return 2
     *inputs, output = args.paths
-    result = convert(inputs, output, args.from_format, args.to_format, ropts, wopts, progress=not args.quiet)
+    try:
+        result = convert_batch(inputs, output, args.from_format, args.to_format, ropts, wopts,
+                               progress=not args.quiet, scheduler=args.scheduler, workers=args.workers)
+    except ValueError as exc:
+        print(f"iidschema convert: error: {exc}", file=sys.stderr)
+        return 2
     for path, why in result.failures:
         print(f"FAILED {path}: {why}", file=sys.stderr)
     total = len(inputs)
@@ -237,6 +312,7 @@ def add_format_commands(subparsers: Any) -> None:
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="writer option (repeatable), e.g. -o overlap=first")
     p.add_argument("-r", "--read-option", action="append", metavar="KEY=VALUE", help="reader option (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_batch_arguments(p)
     p.set_defaults(func=cmd_convert)
 
     p = subparsers.add_parser("formats", help="readable and writable formats, their plugins, extensions and the reader order")

@@ -68,7 +68,7 @@ def test_batch_to_single_image_format_writes_a_folder(inputs, tmp_path, capsys):
     assert main(["convert", "-q", str(b), str(tmp_path / "b.png"), "-o", "compress_level=9", "-o", "bit_depth=16"]) == 0
     with Image.open(tmp_path / "b.png") as img:
         assert img.mode == "I;16"
-    assert main(["convert", "-q", str(b), str(tmp_path / "c.png"), "-o", "level=9"]) == 1
+    assert main(["convert", "-q", str(b), str(tmp_path / "c.png"), "-o", "level=9"]) == 2  # usage error
     assert "unknown option(s) 'level'; valid options: bit_depth, compress_level, overlap, sidecar" in capsys.readouterr().err
     assert main(["convert", "-q", str(a), str(tmp_path / "o.png")]) == 1  # the demo overlaps: refused, said why
     assert "overlap" in capsys.readouterr().err
@@ -116,3 +116,27 @@ def test_render_api_selects_keys():
     f = build_sample()
     rgb = render(f, keys=[0], outline=False, alpha=1.0)
     assert tuple(rgb[100, 320]) == colour(0) and tuple(rgb[400, 320]) == (24, 24, 28)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_batch_on_a_scheduler_writes_what_the_sequential_batch_writes(inputs, tmp_path, capsys, scheduler):
+    a, b, bad = inputs
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    assert main(["convert", "-q", str(a), str(b), str(seq), "--to", "iid"]) == 0
+    rc = main(["convert", "-q", str(a), str(bad), str(b), str(par), "--to", "iid", "--scheduler", scheduler, "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"FAILED {bad}" in err and "converted 2 of 3 input(s)" in err
+    assert sorted(p.name for p in par.iterdir()) == sorted(p.name for p in seq.iterdir()) == ["a.iid", "b.iid"]
+    for name in ("a.iid", "b.iid"):
+        assert (par / name).read_bytes() == (seq / name).read_bytes()
+
+
+def test_batch_on_a_scheduler_refuses_inputs_that_would_collide(tmp_path, capsys):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        f = iidschema.IIDFile()
+        f.add(b"x", b"d", (0, 0, 1, 1), np.ones((1, 1), bool))
+        f.save(tmp_path / d / "same.iid")
+    rc = main(["convert", "-q", str(tmp_path / "x" / "same.iid"), str(tmp_path / "y" / "same.iid"), str(tmp_path / "out"),
+               "--to", "iid", "--scheduler", "threads"])
+    assert rc == 2 and "same" in capsys.readouterr().err
