@@ -1,0 +1,42 @@
+"""Smoke run of the benchmark suite (``benchmarks/run.py --quick``).
+
+Checks that the suite runs end to end and writes its reports; timings are
+never asserted (they depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_quick_benchmark_run(tmp_path):
+    pytest.importorskip("iidfile")
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("PIL")
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--out", str(out), "--work", str(work)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["sizes"]) == {"1000", "10000"}
+    for res in results["sizes"].values():
+        ops = res["ops"]
+        for lib in ("iidschema-v0", "iidschema-v1", "iidfile"):
+            assert "median" in ops[lib]["add_save"], ops[lib]["add_save"]
+            assert "median" in ops[lib]["fetch_all"], ops[lib]["fetch_all"]
+        # The libraries agree on what they found.
+        assert ops["iidschema-v0"]["fetch_all"]["answer"] == ops["iidfile"]["fetch_all"]["answer"] == res["n"]
+        assert ops["iidschema-v0"]["look_for20"]["answer"] == ops["iidschema-v1"]["look_for20"]["answer"] == ops["iidfile"]["look_for20"]["answer"]
+        assert ops["iidschema-v1"]["fetch_tiny"]["bytes"]["query"] > 0
+        assert res["sizes"]["iidschema-v1"] > 0 and res["sizes"]["png_per_entry"] > 0
+    md = (out / "results.md").read_text()
+    assert "## N = 1 000 segments" in md and "## Targets" in md
