@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from .codecs import get_codec
 from .masks import check_pixels, compose_mask, split_regions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,8 +98,6 @@ class Region:
         """
         if self._mask is not None:
             return self._mask
-        from .codecs import get_codec
-
         check_pixels(*self.shape, "region")
         return get_codec(self.codec).decode(self.payload, self.shape)
 
@@ -113,8 +112,6 @@ class Region:
         """The payload in ``codec``, re-encoding only when it differs."""
         if self.payload is not None and self.codec == codec:
             return self.payload
-        from .codecs import get_codec
-
         return get_codec(codec).encode(self.decode())
 
     def bbox_xywh(self, center: bool = False):
@@ -182,10 +179,16 @@ class Segment:
     def mask(self, bbox: BBox | None = None) -> np.ndarray:
         """The segment mask (bool, shape of ``self.bbox``), or its crop to ``bbox``
         (image coordinates, as in iidfile 0.2.0)."""
+        regs = self.regions if self.source is None else ()
         if self.source is not None:
             full = self.source.copy()  # never hand out the segment's own array
+        elif len(regs) == 1 and regs[0].bbox == self.bbox:
+            # The common case (one region over the whole bbox): no composing.
+            full = regs[0].decode()
+            if full is regs[0]._mask:
+                full = full.copy()
         else:
-            full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in self.regions))
+            full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in regs))
         if bbox is None:
             return full
         minr, minc, maxr, maxc = bbox
