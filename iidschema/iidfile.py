@@ -89,8 +89,8 @@ class IIDFile:
             except BaseException:
                 source.close()
                 raise
-            if isinstance(fpath, (str, os.PathLike)):
-                self.fpath = os.fspath(fpath)
+            if isinstance(fpath, (str, os.PathLike)) and "://" not in os.fspath(fpath):
+                self.fpath = os.fspath(fpath)  # remote files are not a default save target
         self._disk_count = self._reader.count if self._reader else 0
         self._entries: dict[int, Entry] = {}
         self._count = self._disk_count
