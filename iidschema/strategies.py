@@ -43,7 +43,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by t
 
 import os
 import tempfile
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 

@@ -32,12 +32,13 @@ import os
 import struct
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import masks as _masks
 from . import schema
+from .batch import add_batch_arguments  # light: Dask is imported only when a batch runs
 from .errors import IIDCodecError, IIDError, IIDFormatError
 
 __all__ = ["Finding", "CODES", "validate", "add_validate_parser", "cmd_validate", "summarise"]
@@ -981,28 +982,58 @@ def summarise(results: dict[str, list[Finding]]) -> dict[str, int]:
     return {"files": len(results), "files_with_errors": bad, "errors": errors, "warnings": warnings}
 
 
+class _ValidateOne:
+    """One file's validation, as a picklable callable for Dask workers."""
+
+    def __init__(self, max_per_code: int | None, errors_only: bool):
+        self.max_per_code = max_per_code
+        self.errors_only = errors_only
+
+    def __call__(self, path: str) -> list[Finding]:
+        findings = validate(path, max_per_code=self.max_per_code)
+        return [f for f in findings if f.is_error] if self.errors_only else findings
+
+
+def _validate_on_scheduler(args: argparse.Namespace, check: _ValidateOne, quiet: bool) -> dict[str, list[Finding]]:
+    """Validate ``args.files`` with :func:`iidschema.batch.map_files` (threads,
+    processes or a Dask cluster); a file whose check itself failed is reported
+    as ``IID000``."""
+    from .batch import map_files
+
+    batch = map_files(check, args.files, args.scheduler, args.workers, progress=not quiet)
+    return {
+        item.item: item.value if item.ok else [Finding("IID000", ERROR, "file", None, f"validation failed: {item.error}")]
+        for item in batch
+    }
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``iidschema validate FILE...``: exit 1 when any file has an error."""
     from tqdm import tqdm
 
     limit = None if args.max_per_code == 0 else args.max_per_code
+    check = _ValidateOne(limit, args.errors_only)
     results: dict[str, list[Finding]] = {}
     quiet = args.quiet or not sys.stderr.isatty()
-    bar = tqdm(args.files, desc="validating", unit="file", file=sys.stderr, disable=quiet, leave=False)
     out = sys.stdout
-    for path in bar:
-        findings = validate(path, max_per_code=limit)
-        if args.errors_only:
-            findings = [f for f in findings if f.is_error]
-        results[path] = findings
+    if getattr(args, "scheduler", "sync") not in (None, "sync"):
+        results = _validate_on_scheduler(args, check, quiet)
         if not args.json:
-            for f in findings:
-                line = f"{path}: {f}"
-                if bar.disable:
-                    print(line, file=out)
-                else:
-                    bar.write(line, file=out)
-    bar.close()
+            for path, findings in results.items():
+                for f in findings:
+                    print(f"{path}: {f}", file=out)
+    else:
+        bar = tqdm(args.files, desc="validating", unit="file", file=sys.stderr, disable=quiet, leave=False)
+        for path in bar:
+            findings = results[path] = check(path)
+            if not args.json:
+                for f in findings:
+                    line = f"{path}: {f}"
+                    if bar.disable:
+                        print(line, file=out)
+                    else:
+                        bar.write(line, file=out)
+        bar.close()
     summary = summarise(results)
     if args.json:
         json.dump(
@@ -1047,5 +1078,6 @@ def add_validate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--errors-only", action="store_true", help="do not list warnings")
     p.add_argument("--max-per-code", type=int, default=DEFAULT_MAX_PER_CODE, metavar="N",
                    help=f"list at most N findings of each code per file, count the rest (default {DEFAULT_MAX_PER_CODE}; 0: all)")
+    add_batch_arguments(p)
     p.set_defaults(func=cmd_validate)
     return p

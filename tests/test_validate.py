@@ -347,3 +347,18 @@ def test_every_code_is_documented_with_its_severity() -> None:
     doc = (REPO / "docs" / "CONFORMANCE.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(IID\d{3})` \| (error|warning) \|", doc, flags=re.M))
     assert rows == {code: sev for code, (sev, _) in CODES.items()}
+
+
+def test_validate_cli_on_a_scheduler_reports_what_the_sequential_run_reports(tmp_path, capsys):
+    from iidschema.cli import main
+    from iidschema.demo import build_sample
+
+    good = tmp_path / "good.iid"
+    build_sample().save(good)
+    bad = tmp_path / "bad.iid"
+    bad.write_bytes(b"\x07\0\0\0" + bytes(60))
+    args = ["validate", "-q", "--json", str(good), str(bad)]
+    assert main(args) == 1
+    sequential = capsys.readouterr().out
+    assert main(args + ["--scheduler", "threads", "--workers", "2"]) == 1
+    assert capsys.readouterr().out == sequential
