@@ -29,8 +29,9 @@ Why a block cache of our own rather than ``fs.open(..., cache_type=...)``:
   threads; ``cat_file`` is stateless, so one source can serve the threads of
   a Dask worker (the cache has a lock);
 * misses of one read are coalesced into one range request, the misses of a
-  :meth:`gather` (LUT rows of many keys, segment heads) go out as one
-  ``cat_ranges`` batch (concurrent on async filesystems such as HTTP), and
+  :meth:`gather` (LUT rows of many keys, segment heads) are merged across
+  small gaps and go out as one ``cat_ranges`` batch (at most 16 requests in
+  flight on async filesystems such as HTTP), and
   sequential scans (``fetch(everything=True)``) are detected (three misses
   in a row, each starting where the previous one ended) and read ahead with
   a doubling window up to ``max_readahead``, so a full read costs tens of
@@ -65,6 +66,11 @@ DEFAULT_BLOCK_SIZE = 4 * 1024
 SEQUENTIAL_MISSES = 3
 #: Largest read-ahead window of a sequential scan.
 DEFAULT_MAX_READAHEAD = 8 * 1024 * 1024
+#: Missing blocks separated by at most this many bytes are fetched together
+#: by :meth:`FsspecSource.gather`.
+DEFAULT_MAX_GAP = 16 * 1024
+#: Range requests in flight at once for a batch (async filesystems).
+MAX_CONCURRENT = 16
 #: Default bound of the block cache.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -82,6 +88,8 @@ class FsspecSource(ByteSource):
     :param block_size: cache block size in bytes.
     :param cache_bytes: bound of the block cache (least recently used blocks go first).
     :param max_readahead: largest window a sequential scan fetches at once.
+    :param max_gap: a batched read (:meth:`gather`) fetches missing blocks
+        separated by at most this many bytes with one request.
     :param fs: an already configured fsspec filesystem (then ``url`` is its path).
     :param storage_options: passed to fsspec (credentials, ``headers``, ``anon=True``...).
     """
@@ -93,6 +101,7 @@ class FsspecSource(ByteSource):
         block_size: int = DEFAULT_BLOCK_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_readahead: int = DEFAULT_MAX_READAHEAD,
+        max_gap: int = DEFAULT_MAX_GAP,
         fs: Any = None,
         **storage_options: Any,
     ):
@@ -109,6 +118,7 @@ class FsspecSource(ByteSource):
         self.name = url
         self.block_size = int(block_size)
         self.max_blocks = max(1, int(cache_bytes) // self.block_size)
+        self.max_gap_blocks = max(0, int(max_gap) // self.block_size)
         self.max_readahead_blocks = max(1, min(int(max_readahead) // self.block_size, self.max_blocks // 2))
         size = fs.size(path)
         if size is None:
@@ -146,6 +156,19 @@ class FsspecSource(ByteSource):
                 runs.append((b, b))
         return runs
 
+    def _coalesce(self, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Merge runs separated by at most ``max_gap`` bytes of blocks: a few
+        wasted kilobytes are cheaper than a request each (a scan of every
+        record head would otherwise be thousands of requests)."""
+        gap = self.max_gap_blocks
+        out: list[tuple[int, int]] = []
+        for first, last in runs:
+            if out and first - out[-1][1] - 1 <= gap:
+                out[-1] = (out[-1][0], last)
+            else:
+                out.append((first, last))
+        return out
+
     def _fetch_runs(self, runs: list[tuple[int, int]]) -> None:
         """Fetch block runs (one range request each, batched) into the cache."""
         if not runs:
@@ -156,7 +179,8 @@ class FsspecSource(ByteSource):
         if len(runs) == 1:
             datas = [self.fs.cat_file(self.path, start=starts[0], end=ends[0])]
         else:
-            datas = self.fs.cat_ranges([self.path] * len(runs), starts, ends, on_error="raise")
+            extra = {"batch_size": MAX_CONCURRENT} if getattr(self.fs, "async_impl", False) else {}
+            datas = self.fs.cat_ranges([self.path] * len(runs), starts, ends, on_error="raise", **extra)
         for (first, last), start, end, data in zip(runs, starts, ends, datas):
             if isinstance(data, BaseException):  # pragma: no cover - on_error="raise" raises first
                 raise data
@@ -267,7 +291,7 @@ class FsspecSource(ByteSource):
         if int((lasts - firsts).max()) > 1:  # records spanning more than two blocks
             needed = np.unique(np.concatenate([np.arange(f, l + 1) for f, l in zip(firsts.tolist(), lasts.tolist())]))
         with self._lock:
-            self._fetch_runs(self._runs(needed.tolist()))
+            self._fetch_runs(self._coalesce(self._runs(needed.tolist())))
             for i, off in enumerate(offsets.tolist()):
                 out[i] = np.frombuffer(self._assemble(off, size), dtype=np.uint8)
             self._evict()

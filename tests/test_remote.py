@@ -91,6 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class RangeServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64
 
     def __init__(self, root: str, ranges: bool = True):
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -230,6 +231,15 @@ def test_v0_group_fetch_is_lazy(served):
         _same(remote.fetch(groups="tiny"), local.fetch(groups="tiny"))
         # 8 entries scattered over the file: header, groups, their LUT rows and records.
         assert server.served < 3 * BUDGET
+    # No spatial index in version 0: at() reads every segment head, in
+    # merged, batched range requests (thousands of tiny requests would be
+    # slow, and refused by small servers).
+    with IIDFile(str(root / "big1.iid")) as local1:
+        x, y = _lonely_point(local1)
+    server.reset()
+    with iidschema.open(server.url("big0.iid")) as remote, IIDFile(str(root / "big0.iid")) as local:
+        _same(remote.at(x, y), local.at(x, y))
+        assert server.gets < 400
 
 
 def test_full_read_matches_local_with_few_requests(served):
