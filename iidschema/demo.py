@@ -16,6 +16,7 @@ from typing import TextIO
 import numpy as np
 
 from .iidfile import IIDFile
+from .masks import split_regions
 
 __all__ = ["build_sample", "run_demo"]
 
@@ -94,7 +95,9 @@ def run_demo(path: str | None = None, out: TextIO | None = None) -> int:
         print(f"  overlap_graph: {len(nodes)} nodes, {len(edges)} edges, e.g. "
               + ", ".join(f"{a.iid.address.decode()}~{b.iid.address.decode()}:{px}px" for a, b, px in edges[:3]), file=out)
         leaves = f.look_for(b"leaves", segs=True)[0]
-        print(f"  'leaves' is one segment of {len(leaves.seg.regions())} regions, {leaves.seg.area} px", file=out)
+        islands = len(split_regions(leaves.seg.mask(), (0, 0)))
+        print(f"  'leaves' is one segment of {islands} islands ({len(leaves.seg.regions())} region(s) on disk), "
+              f"{leaves.seg.area} px", file=out)
     if tmpdir is not None:
         os.unlink(path)
         os.rmdir(tmpdir)
