@@ -442,7 +442,10 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_ratio(a, c, key)} | {_ratio(b, c, key)} | {fmt_bytes(nbytes) if nbytes is not None else ''} |")
             for lk, r in (("iidfile", c),):
                 if r and "skipped" in r and op not in ("add", "save"):
-                    skipped_notes.append(f"N={fmt_n(n)} {lk} {op}: {r['skipped']}")
+                    note = f"N={fmt_n(n)} {lk}: {r['skipped']}" if "--peer-max-n" in r["skipped"] else \
+                        f"N={fmt_n(n)} {lk} {op}: {r['skipped']}"
+                    if note not in skipped_notes:
+                        skipped_notes.append(note)
         lines.append("")
         if res.get("peer_file") == "iidschema-v0":
             lines.append("iidfile's queries read the version-0 file written by iidschema (same layout), "
@@ -450,7 +453,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append("")
         sizes = res.get("sizes", {})
         if sizes:
-            lines.append("| storage | bytes | vs iidschema v1 |")
+            lines.append("| storage | bytes | iidschema v1 size / this |")
             lines.append("|---|---:|---:|")
             v1s = sizes.get("iidschema-v1")
             names = [("iidschema-v1", "iidschema v1, codec auto"), ("iidschema-v0", "iidschema v0 (= iidfile layout)"),
@@ -591,7 +594,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-max-n", type=int, default=100000, help="largest N at which iidfile 0.2.0 is run")
     ap.add_argument("--compare-max-n", type=int, default=100000, help="largest N for the size and codec comparisons")
     ap.add_argument("--medmask-max-pixels", type=float, default=4e8, help="largest image for the medmask comparison")
+    ap.add_argument("--report-only", action="store_true", help="re-render results.md from --out/results.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        with open(os.path.join(args.out, "results.json")) as fh:
+            results = json.load(fh)
+        with open(os.path.join(args.out, "results.md"), "w") as fh:
+            fh.write(markdown(results))
+        print(os.path.join(args.out, "results.md"))
+        return 0
     if args.quick:
         args.sizes = "1000,10000"
         args.repeats = min(args.repeats, 3)
