@@ -302,15 +302,17 @@ class IIDFile:
         ``domains``, in ``groups`` when given), in key order."""
         wanted = {_as_bytes(a, "address") for a in _as_list(addresses) or []}
         doms = None if domains is None else {_as_bytes(d, "domain", allow_none=True) for d in _as_list(domains)}
-        keys = self._group_keys(groups) if groups is not None else self._all_keys()
-        candidates = None
-        if self._reader is not None:
-            candidates = self._reader.lookup(sorted(wanted))
-        if candidates is not None:
-            new = keys[keys >= self._disk_count]
-            keys = np.union1d(np.intersect1d(keys, candidates), new)
+        candidates = self._reader.lookup(sorted(wanted)) if self._reader is not None else None
+        new = np.arange(self._disk_count, self._count, dtype=np.int64)
+        if candidates is None:
+            keys = self._group_keys(groups) if groups is not None else self._all_keys()
+        elif groups is None:
+            keys = np.concatenate([candidates, new])  # disk keys all precede added ones
+        else:
+            in_groups = self._group_keys(groups)
+            keys = np.intersect1d(in_groups, np.concatenate([candidates, new]), assume_unique=True)
         out = []
-        for entry in self._entries_of(keys):
+        for entry in self._entries_of(keys, iids=True):
             iid = entry.iid
             if iid.address in wanted and (doms is None or iid.domain in doms):
                 if segs:
