@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
+from .masks import sorted_unique
+
 if TYPE_CHECKING:  # pragma: no cover
     from .iidfile import IIDFile
     from .model import Entry
@@ -33,7 +35,7 @@ class Groups:
     def _groups(self) -> dict[str, np.ndarray]:
         if self._data is None:
             reader = self._owner._reader
-            self._data = {name: np.unique(keys) for name, keys in reader.groups().items()} if reader else {}
+            self._data = {name: sorted_unique(keys) for name, keys in reader.groups().items()} if reader else {}
         if self._pending:
             for name, keys in self._pending.items():
                 self._data[name] = np.union1d(self._data.get(name, np.zeros(0, np.int64)), np.asarray(keys, dtype=np.int64))

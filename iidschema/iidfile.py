@@ -18,7 +18,7 @@ import numpy as np
 from . import schema
 from .errors import IIDLimitError
 from .groups import Groups, Metadata
-from .masks import as_bool_mask
+from .masks import as_bool_mask, sorted_unique
 from .model import IID, BBox, Entry, Segment
 from .reader import Reader, open_reader
 from .source import ByteSource, open_source
@@ -177,7 +177,7 @@ class IIDFile:
     def _group_keys(self, groups: Any) -> np.ndarray:
         names = _as_list(groups) or []
         keys = [self.groups.keys(name) for name in names]
-        return np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+        return sorted_unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
 
     def _select(self, keys: Any = None, groups: Any = None, all_keys: bool = False) -> np.ndarray:
         if all_keys:
@@ -187,7 +187,7 @@ class IIDFile:
             parts.append(np.array([self._check_key(k) for k in _as_list(keys)], dtype=np.int64))
         if groups is not None:
             parts.append(self._group_keys(groups))
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def _heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """bboxes (n, 4) and areas of ``keys`` without decoding masks."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IIDLimitError
 
-__all__ = ["as_bool_mask", "split_regions", "tight_bbox", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+__all__ = ["as_bool_mask", "split_regions", "sorted_unique", "tight_bbox", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
 
 #: Largest mask (in pixels) decoded or composed without the caller raising
 #: this limit.  A region or segment bbox is only a claim made by the file: a
@@ -75,6 +75,16 @@ def split_regions(mask: np.ndarray, origin: tuple[int, int]) -> list[tuple[BBox,
         component = labels[slc] == index
         out.append(((r0 + rs.start, c0 + cs.start, r0 + rs.stop, c0 + cs.stop), component))
     return out
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` as int64, without sorting when ``keys`` already is
+    strictly increasing (group keys as written: an O(n) check instead of an
+    O(n log n) sort of up to millions of keys)."""
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    if keys.size < 2 or bool((keys[1:] > keys[:-1]).all()):
+        return keys
+    return np.unique(keys)
 
 
 def tight_bbox(mask: np.ndarray, origin: tuple[int, int]) -> BBox | None:
