@@ -21,7 +21,6 @@ turn it into a regression test under ``tests/regressions/``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
