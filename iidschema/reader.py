@@ -603,6 +603,9 @@ class Reader1(Reader):
 
     def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
         _, minr, minc, maxr, maxc, area = info
+        if maxr < minr or maxc < minc:
+            at = self._sections["lut"][0] + key * schema.LUT1_ROW
+            raise IIDFormatError(f"entry {key} has an inverted bbox {(minr, minc, maxr, maxc)}", section="lut", offset=at)
         head, rhead = schema.SEG_HEAD1, schema.REGION_HEAD1
         if length < head.size:
             raise IIDFormatError(f"segment of key {key} is shorter than its head", section="segs", offset=off)
