@@ -8,7 +8,7 @@ reference keeps working.  Region masks are decoded only when asked for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -283,6 +283,3 @@ class Entry:
             parts.append(f"bbox={self._seg.bbox} area={self._seg.area}")
         return f"<Entry {' '.join(parts)}>"
 
-
-EntryPredicate = Callable[[Entry], bool]
-EntryIterator = Iterator[Entry]

@@ -429,7 +429,6 @@ File0 = Struct(
 
 MAGIC1 = b"\x89IID\r\n\x1a\n"
 MAX_SECTIONS = 64
-MAX_U64 = 0xFFFFFFFFFFFFFFFF
 MAX_COORD_V1 = MAX_U32
 
 
@@ -630,7 +629,6 @@ SEG_HEAD0 = struct.Struct(format_of(SegmentHead0))
 SEG_HEAD0_DTYPE = dtype_of(SegmentHead0)
 REGION_HEAD0 = struct.Struct(format_of(RegionHead0))
 GROUP_KEY0_DTYPE = dtype_of(GroupKey0)
-SECTION1 = struct.Struct(format_of(SectionEntry1))
 LUT1_DTYPE = dtype_of(LutEntry1)
 LUT1_ROW = LUT1_DTYPE.itemsize
 SEG_HEAD1 = struct.Struct(format_of(SegmentHead1))
