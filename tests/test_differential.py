@@ -110,7 +110,8 @@ def files(draw, min_side: int = 1, max_entries: int = 12, nonempty_groups: bool 
 # Writers and readers
 # --------------------------------------------------------------------------
 
-def write_ours(path, ents, groups, meta) -> bytes:
+def build_ours(ents, groups, meta) -> IIDFile:
+    """An in-memory IIDFile of ``ents`` (groups created first, in table order)."""
     f = IIDFile()
     for name in groups:
         f.groups.add(name)
@@ -119,6 +120,11 @@ def write_ours(path, ents, groups, meta) -> bytes:
     for name, keys in groups.items():
         f.groups.add(name, keys)
     f.meta.data = meta
+    return f
+
+
+def write_ours(path, ents, groups, meta) -> bytes:
+    f = build_ours(ents, groups, meta)
     f.save(path, version=0)
     f.close()
     return path.read_bytes()
@@ -264,14 +270,7 @@ def test_extremes(reference, scratch):
 
 
 def _via_v1(scratch, ents, groups, meta, codec) -> IIDFile:
-    f = IIDFile()
-    for name in groups:
-        f.groups.add(name)
-    for address, domain, bbox, mask in ents:
-        f.add(address, domain, bbox, mask)
-    for name, keys in groups.items():
-        f.groups.add(name, keys)
-    f.meta.data = meta
+    f = build_ours(ents, groups, meta)
     p1 = scratch.path()
     f.save(p1, version=1, codec=codec)
     f.close()
