@@ -177,6 +177,8 @@ class IIDFile:
     def _group_keys(self, groups: Any) -> np.ndarray:
         names = _as_list(groups) or []
         keys = [self.groups.keys(name) for name in names]
+        if len(keys) == 1:
+            return keys[0]  # already sorted and unique (read-only)
         return sorted_unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
 
     def _select(self, keys: Any = None, groups: Any = None, all_keys: bool = False) -> np.ndarray:

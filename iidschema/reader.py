@@ -140,8 +140,39 @@ class Reader:
         """Segment bboxes ``(n, 4)`` and areas ``(n,)`` of ``keys`` (int64)."""
         raise NotImplementedError
 
-    def groups(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+    # -- groups (the same layout in every version) ---------------------------
+    #
+    # The group table (a length prefix and a small JSON list) is read and
+    # checked on its own; each group's keys are read only when asked for, so
+    # finding one small group costs the table plus that group's keys, not the
+    # whole section (which holds every key of every group).
+
+    #: name -> (absolute offset of the group's keys, number of keys), table order.
+    _group_heads: "dict[str, tuple[int, int]] | None" = None
+
+    def _group_reader(self) -> Any:  # pragma: no cover - interface
+        """A ``read(offset, length)`` over the groups section, with the
+        integrity checks of the version."""
         raise NotImplementedError
+
+    def group_table(self) -> dict[str, tuple[int, int]]:
+        """Every group's name -> (absolute offset of its keys, number of keys),
+        in table order.  Reads and checks the table only, never the keys."""
+        if self._group_heads is None:
+            off, length = self._sections["groups"]  # type: ignore[attr-defined]
+            self._group_heads = _group_table(self._group_reader(), off, length)
+        return self._group_heads
+
+    def group_keys(self, name: str) -> np.ndarray:
+        """The keys of group ``name`` as stored (int64, each checked to be
+        below the entry count); reads only those keys.  ``KeyError`` for an
+        unknown name."""
+        at, n = self.group_table()[name]
+        return _group_keys(self._group_reader(), at, n, name, self.count)
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """Every group (all keys read and checked), in table order."""
+        return {name: self.group_keys(name) for name in self.group_table()}
 
     def meta(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -202,7 +233,6 @@ class Reader0(Reader):
             )
         self.count = lut_len // schema.LUT0_ROW
         self._lut: np.ndarray | None = None
-        self._groups: dict[str, np.ndarray] | None = None
 
     # -- layout -------------------------------------------------------------
 
@@ -313,52 +343,73 @@ class Reader0(Reader):
 
     # -- groups and meta ----------------------------------------------------
 
-    def groups(self) -> dict[str, np.ndarray]:
-        if self._groups is None:
-            self._groups = self._parse_groups()
-        return self._groups
-
-    def _parse_groups(self) -> dict[str, np.ndarray]:
-        off, length = self._sections["groups"]
-        return _parse_groups(self.source.read(off, length, "groups"), off, self.count)
+    def _group_reader(self) -> Any:
+        return lambda o, n: self.source.read(o, n, "groups")  # version 0 has no checksums
 
     def meta(self) -> Any:
         off, length = self._sections["meta"]
         return parse(schema.Meta0, self.source.read(off, length, "meta"), "meta", off)
 
 
-def _parse_groups(raw: Any, off: int, count: int) -> dict[str, np.ndarray]:
-    """The groups section (same layout in versions 0 and 1), checked."""
-    parsed = parse(schema.Groups0, raw, "groups", off)
-    table, data, data_off = parsed.table, parsed.data, off + parsed.data_start
+def _group_table(read: Any, off: int, length: int) -> dict[str, tuple[int, int]]:
+    """The group table of a groups section at ``off`` (``length`` bytes), read
+    through ``read(offset, length)`` and checked: name -> (absolute offset of
+    the group's keys, number of keys).  Every length is checked against the
+    section before anything is read, and every group's key list must lie in
+    the group data, so that reading one group later needs no further check
+    but its keys' values."""
+    prefix = schema.GROUP_TABLE_LEN0
+    if length < prefix.size:
+        raise IIDFormatError(
+            f"groups section is {length} bytes, shorter than its {prefix.size}-byte table length", section="groups", offset=off
+        )
+    (json_len,) = prefix.unpack(read(off, prefix.size))
+    if json_len > length - prefix.size:
+        raise IIDFormatError(
+            f"group table length {json_len} runs past the end of the {length}-byte groups section", section="groups", offset=off
+        )
+    table = parse(schema.GroupTable0, read(off + prefix.size, json_len), "groups", off + prefix.size)
     if not isinstance(table, list):
-        raise IIDFormatError("group table is not a JSON list", section="groups", offset=off + 4)
-    out: dict[str, np.ndarray] = {}
+        raise IIDFormatError("group table is not a JSON list", section="groups", offset=off + prefix.size)
+    data_off = off + prefix.size + json_len
+    data_len = length - prefix.size - json_len
+    key_size = schema.GROUP_KEY0_DTYPE.itemsize
+    out: dict[str, tuple[int, int]] = {}
     for item in table:
         if not (
             isinstance(item, dict)
             and isinstance(item.get("name"), str)
             and all(type(item.get(f)) is int and item[f] >= 0 for f in ("offset", "length"))
         ):
-            raise IIDFormatError(f"malformed group table item {item!r}", section="groups", offset=off + 4)
+            raise IIDFormatError(f"malformed group table item {_short_repr(item)}", section="groups", offset=off + prefix.size)
         name, g_off, g_len = item["name"], item["offset"], item["length"]
         if name in out:
-            raise IIDFormatError(f"group {name!r} is listed twice", section="groups", offset=off + 4)
-        if g_len % 4 or g_off + g_len > len(data):
+            raise IIDFormatError(f"group {name!r} is listed twice", section="groups", offset=off + prefix.size)
+        if g_len % key_size or g_off + g_len > data_len:
             raise IIDFormatError(
-                f"group {name!r}: keys [{g_off}, {g_off + g_len}) do not fit the group data ({len(data)} bytes)",
+                f"group {name!r}: keys [{g_off}, {g_off + g_len}) do not fit the group data ({data_len} bytes)",
                 section="groups",
-                offset=data_off + min(g_off, len(data)),
+                offset=data_off + min(g_off, data_len),
             )
-        keys = np.frombuffer(data, dtype=schema.GROUP_KEY0_DTYPE, count=g_len // 4, offset=g_off).astype(np.int64)
-        if keys.size and int(keys.max()) >= count:
-            raise IIDFormatError(
-                f"group {name!r} holds key {int(keys.max())}, file has {count} entries",
-                section="groups",
-                offset=data_off + g_off,
-            )
-        out[name] = keys
+        out[name] = (data_off + g_off, g_len // key_size)
     return out
+
+
+def _group_keys(read: Any, at: int, n: int, name: str, count: int) -> np.ndarray:
+    """The ``n`` keys of group ``name`` at absolute offset ``at`` (located by
+    :func:`_group_table`), as int64, each checked to be below ``count``."""
+    dtype = schema.GROUP_KEY0_DTYPE
+    if n == 0:
+        return np.zeros(0, np.int64)
+    keys = np.frombuffer(read(at, n * dtype.itemsize), dtype=dtype).astype(np.int64)
+    if int(keys.max()) >= count:
+        raise IIDFormatError(f"group {name!r} holds key {int(keys.max())}, file has {count} entries", section="groups", offset=at)
+    return keys
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_iid(data: Any, length: int, key: int, off: int) -> IID:
@@ -391,7 +442,9 @@ class Reader1(Reader):
     reported when (and only when) that part is used, and the rest stays
     readable: the header and its section table at open; LUT rows by blocks
     of :data:`schema.LUT_BLOCK`; each IID and segment record by its own CRC;
-    metadata, groups and index sections as a whole on first use.
+    metadata as a whole on first use; groups and index sections by the
+    4 KiB blocks a read touches when ``block_crcs`` has a table for them,
+    else as a whole on first use.
     """
 
     def __init__(self, source: ByteSource, header: Any):
@@ -443,7 +496,7 @@ class Reader1(Reader):
         self._row_cache: dict[int, np.ndarray] = {}
         self._verified_blocks = np.zeros((self.count + schema.LUT_BLOCK - 1) // schema.LUT_BLOCK, dtype=bool)
         self._verified_sections: set[str] = set()
-        self._groups: dict[str, np.ndarray] | None = None
+        self._groups_read: Any = None
         self._spatial: Any = None
         self._address: Any = None
         self._blocks: dict[str, Any] | None = None
@@ -652,11 +705,12 @@ class Reader1(Reader):
 
     # -- groups, meta -------------------------------------------------------
 
-    def groups(self) -> dict[str, np.ndarray]:
-        if self._groups is None:
-            off, _ = self._sections["groups"]
-            self._groups = _parse_groups(self.section_bytes("groups"), off, self.count)
-        return self._groups
+    def _group_reader(self) -> Any:
+        # Verifies the 4 KiB blocks it touches (files with a block CRC table
+        # for groups), else the whole section once (files written before it).
+        if self._groups_read is None:
+            self._groups_read = self.checked_reader("groups")
+        return self._groups_read
 
     def meta(self) -> Any:
         off, _ = self._sections["meta"]

@@ -78,6 +78,8 @@ __all__ = [
     "Region0",
     "Segment0",
     "GroupKey0",
+    "GroupTableLen0",
+    "GroupTable0",
     "Header",
     "File0",
     "File",
@@ -345,9 +347,14 @@ Meta0 = Json(GreedyBytes)
 #   groups ::= len json { group }   group ::= { key }
 #   json: list of {"name", "offset", "length"}, offsets relative to the first
 #   byte after the json.
+#   The table is small (one item per group) and comes first: a reader finds
+#   one group from the length prefix and the table alone, then reads only
+#   that group's keys.
 GroupKey0 = Int32ul
+GroupTableLen0 = Int32ul
+GroupTable0 = Json(GreedyBytes)
 Groups0 = Struct(
-    "table" / Prefixed(Int32ul, Json(GreedyBytes)),
+    "table" / Prefixed(GroupTableLen0, GroupTable0),
     "data_start" / Tell,
     "data" / GreedyBytes,
 )
@@ -545,7 +552,7 @@ Codecs1 = Struct("count" / Int16ul, "ids" / Array(this.count, CodecId1))
 #                   { crc:uint32 }          CRC32C of each block_size run of the
 #                                           section's bytes (the last may be short)
 #   Lets a reader verify only the blocks of a large section it reads (the
-#   index sections), instead of the whole section.
+#   groups and index sections), instead of the whole section.
 BLOCK_SIZE1 = 4096
 BlockTableHead1 = Struct("section_id" / Int16ul, "reserved" / Int16ul, "block_size" / Int32ul, "count" / Int32ul)
 BlockTable1 = Struct(*BlockTableHead1.subcons, "crcs" / StructArray(this.count, BlockCrc1))
@@ -629,6 +636,7 @@ SEG_HEAD0 = struct.Struct(format_of(SegmentHead0))
 SEG_HEAD0_DTYPE = dtype_of(SegmentHead0)
 REGION_HEAD0 = struct.Struct(format_of(RegionHead0))
 GROUP_KEY0_DTYPE = dtype_of(GroupKey0)
+GROUP_TABLE_LEN0 = struct.Struct(format_of(GroupTableLen0))
 LUT1_DTYPE = dtype_of(LutEntry1)
 LUT1_ROW = LUT1_DTYPE.itemsize
 SEG_HEAD1 = struct.Struct(format_of(SegmentHead1))

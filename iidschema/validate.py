@@ -7,8 +7,9 @@ so one run lists everything that is wrong with a file: section bounds and
 overlaps, LUT consistency, key agreement between the LUT, the IID records and
 the segments, region bboxes and lengths, areas against the decoded masks
 (every region is decoded with its codec), groups and metadata, every checksum
-of version 1 (header, sections, LUT blocks, records, index blocks), the index
-sections against the LUT, unknown codec ids, gaps and trailing bytes.
+of version 1 (header, sections, LUT blocks, records, the blocks of groups and
+indexes), the index sections against the LUT, unknown codec ids, gaps and
+trailing bytes.
 
 Each problem is a :class:`Finding` with a severity (``"error"``: the file
 does not follow the format or a reader will refuse part of it;

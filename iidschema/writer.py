@@ -313,9 +313,10 @@ def write_v1(
     address = build_address_index(addresses)
     sections: list[tuple[int, list[bytes]]] = [
         (schema.SectionId.META, [check_meta(meta)]),
-        (schema.SectionId.GROUPS, [_groups_v0(groups, count)]),
+        (schema.SectionId.GROUPS, [group_bytes := _groups_v0(groups, count)]),
         (schema.SectionId.CODECS, [schema.Codecs1.build({"count": len(used), "ids": sorted(used)})]),
-        (schema.SectionId.BLOCK_CRCS, [_block_crcs({schema.SectionId.SPATIAL_INDEX: spatial, schema.SectionId.ADDRESS_INDEX: address})]),
+        (schema.SectionId.BLOCK_CRCS, [_block_crcs({schema.SectionId.GROUPS: group_bytes, schema.SectionId.SPATIAL_INDEX: spatial,
+                                                    schema.SectionId.ADDRESS_INDEX: address})]),
         (schema.SectionId.LUT, [rows, block_crcs.tobytes()]),
         (schema.SectionId.SPATIAL_INDEX, [spatial]),
         (schema.SectionId.ADDRESS_INDEX, [address]),

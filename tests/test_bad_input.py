@@ -491,7 +491,17 @@ def test_groups_section_shorter_than_its_length_prefix(size):
 @pytest.mark.parametrize("key", [3, 1000, 0xFFFFFFFF])
 def test_group_key_past_the_entry_count(key):
     data = replace_section("groups", groups_section(GOOD_TABLE, struct.pack("<3I", 0, key, 1)))
-    exc = _raises_on_groups(data)
+    # Groups are read one by one: the bad key is reported by every read of
+    # group "g", while the table and group "h" stay readable.
+    for access in (lambda f: f.groups.keys("g"), lambda f: f.fetch(groups=["g"]), lambda f: f.filter(groups=["h", "g"]),
+                   lambda f: f.groups.as_dict()):
+        f = _opens(data)
+        with pytest.raises(IIDFormatError) as info:
+            access(f)
+        check_error(info.value, "groups", data, None)
+        assert f.groups.list() == ["g", "h"] and f.groups.keys("h").tolist() == [1]
+        assert f.meta.data["a"] == "b" and [e.key for e in f.fetch(all_keys=True)] == [0, 1, 2]
+    exc = info.value
     raw_len = len(json.dumps(GOOD_TABLE).encode())
     assert exc.offset == sec("groups", data)[0] + 4 + raw_len  # where group "g"'s keys start
     assert str(key) in str(exc)

@@ -214,7 +214,7 @@ def test_group_fetch_reads_only_the_lut_rows_it_needs(large):
     f.fetch(groups=["tiny"])
     lut_rows = [r for k in TINY for r in lay.lut_rows(k)]
     allowed = _covered([(0, lay.header_size), lay.section("groups"), *lut_rows, *_records_of(lay, TINY)]
-                       + ([lay.section("codecs")] if "codecs" in lay.sections else []))
+                       + [lay.section(s) for s in ("codecs", "block_crcs") if s in lay.sections])
     touched = _covered(src.requests)
     extra = np.setdiff1d(touched, allowed)
     lut_off, lut_len = lay.section("lut")
@@ -246,9 +246,14 @@ def test_meta_and_groups_read_only_their_sections(large):
     f, src = _open_counting(large)
     assert f.meta.data == {"n": 5000}
     assert f.groups.list() == ["even", "odd", "tiny"]
+    # Version 1: block_crcs holds the block checksums of the groups section.
     allowed = _covered([(0, lay.header_size), lay.section("meta"), lay.section("groups")]
-                       + ([lay.section("codecs")] if "codecs" in lay.sections else []))
+                       + [lay.section(s) for s in ("codecs", "block_crcs") if s in lay.sections])
     assert np.setdiff1d(_covered(src.requests), allowed).size == 0
+    # Names need only the group table, not the keys of the three groups.
+    g_off, g_len = lay.section("groups")
+    groups_read = np.intersect1d(_covered(src.requests), _covered([(g_off, g_len)]))
+    assert groups_read.size <= 4096 < g_len, (groups_read.size, g_len)
 
 
 def test_second_fetch_reads_nothing_new(large):
@@ -337,9 +342,11 @@ def test_loaded_entries_stay_usable_after_close(tmp_path, small):
         e = f.fetch(keys=[2])[0]
         mask = e.seg.mask()
         g = f.groups.list()
+        f.groups.keys("tiny")
     assert e.iid.address == b"addr2" and g == ["even", "odd", "tiny"]
     np.testing.assert_array_equal(e.seg.mask(), mask)
     assert f.groups.keys("tiny").tolist() == [1, 3, 7]  # already read
+    assert "even" in f.groups and len(f.groups) == 3  # the table was read; "even"'s keys were not
 
 
 @pytest.mark.parametrize("source", ["mmap", "bytes"])
