@@ -524,7 +524,9 @@ class Reader1(Reader):
     def _block_table(self, name: str) -> Any:
         """The block CRC table of section ``name`` (or None), from ``block_crcs``."""
         if self._blocks is None:
-            self._blocks = {}
+            # Kept only when the whole section is sound: a damaged or
+            # malformed block_crcs is reported by every use, not just the first.
+            blocks = {}
             if "block_crcs" in self._sections:
                 off, _ = self._sections["block_crcs"]
                 parsed = parse(schema.BlockCrcs1, self.section_bytes("block_crcs"), "block_crcs", off)
@@ -534,7 +536,8 @@ class Reader1(Reader):
                         size = self._sections[sec][1]
                         if table.block_size == 0 or table.count != (size + table.block_size - 1) // table.block_size:
                             raise IIDFormatError(f"block CRC table of {sec!r} does not match its size", section="block_crcs", offset=off)
-                        self._blocks[sec] = (table.block_size, np.array(table.crcs), np.zeros(table.count, dtype=bool))
+                        blocks[sec] = (table.block_size, np.array(table.crcs), np.zeros(table.count, dtype=bool))
+            self._blocks = blocks
         return self._blocks.get(name)
 
     def checked_reader(self, name: str) -> Any:
@@ -709,7 +712,16 @@ class Reader1(Reader):
         # Verifies the 4 KiB blocks it touches (files with a block CRC table
         # for groups), else the whole section once (files written before it).
         if self._groups_read is None:
-            self._groups_read = self.checked_reader("groups")
+            try:
+                self._groups_read = self.checked_reader("groups")
+            except IIDFormatError as exc:
+                if exc.section != "block_crcs":
+                    raise
+                # A damaged block_crcs section (reported when the indexes use
+                # it) must not make the groups unreadable: they have their own
+                # section CRC, which verifies them as a whole.
+                self.section_bytes("groups")
+                self._groups_read = lambda o, n: self.source.read(o, n, "groups")
         return self._groups_read
 
     def meta(self) -> Any:

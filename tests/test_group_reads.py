@@ -446,3 +446,22 @@ def test_random_group_sections_raise_only_format_errors(version, body, table, mo
                 assert keys.size == 0 or 0 <= keys.min() <= keys.max() < 4
         except IIDFormatError as exc:
             assert exc.section == "groups"
+
+
+def test_damaged_block_crcs_leaves_groups_readable_through_their_section_crc(big):
+    data = big[1]
+    b_off, b_len = _sections(data)["block_crcs"]
+    bad = _flip(data, b_off + b_len - 2)  # a CRC of an index block
+    f = IIDFile(BytesSource(bad))
+    assert f.groups.keys("tiny").tolist() == TINY
+    assert [e.key for e in f.fetch(groups=["tiny"])] == TINY
+    for _ in range(2):  # reported by every index use, not only the first
+        with pytest.raises(IIDChecksumError) as info:
+            f.region((0, 0, 5, 5))
+        assert info.value.section == "block_crcs"
+    # With block_crcs damaged the groups section is verified as a whole.
+    t_off, _ = _group_offset(data, "more3")
+    f = IIDFile(BytesSource(_flip(bad, t_off + 8)))
+    with pytest.raises(IIDChecksumError) as info:
+        f.groups.keys("tiny")
+    assert info.value.section == "groups"
