@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import schema
+from . import bulk, schema
 from .errors import IIDLimitError
 from .groups import Groups, Metadata
 from .masks import as_bool_mask, sorted_unique
@@ -211,21 +211,52 @@ class IIDFile:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            entries = [self._entry(k) for k in keys.tolist()]
+            klist = keys.tolist()
+            ents = self._entries
+            missing = [k for k in klist if k not in ents] if ents else klist
+            if missing:
+                ents.update(zip(missing, [Entry(k, None, None, self) for k in missing]))
+            entries = list(map(ents.__getitem__, klist))
             if self._reader is not None:
                 if iids:
-                    need = [e for e in entries if not e.iid_loaded]
-                    for e, iid in zip(need, self._reader.iids([e.key for e in need])):
-                        e._iid = iid
+                    self._load(entries, "iid")
                 if segs:
-                    need = [e for e in entries if not e.seg_loaded]
-                    for e, seg in zip(need, self._reader.segments([e.key for e in need])):
-                        e._seg = seg
-                        self._loaded_segs.add(e.key)
+                    self._load(entries, "seg")
         finally:
             if was_enabled:
                 gc.enable()
         return entries
+
+    def _load(self, entries: list[Entry], kind: str) -> None:
+        """Read the ``kind`` ("iid"/"seg") records of the on-disk ``entries``
+        that lack them: many at once through :mod:`iidschema.bulk` (records
+        checked now, objects made on first access), a few one by one."""
+        assert self._reader is not None
+        if kind == "iid":
+            need = [e for e in entries if not e.iid_loaded and e.key < self._disk_count]
+        else:
+            need = [e for e in entries if not e.seg_loaded and e.key < self._disk_count]
+        if not need:
+            return
+        keys = np.fromiter((e.key for e in need), dtype=np.int64, count=len(need))
+        if len(need) < bulk.BULK_MIN:
+            if kind == "iid":
+                for e, iid in zip(need, self._reader.iids(keys)):
+                    e._iid = iid
+            else:
+                for e, seg in zip(need, self._reader.segments(keys)):
+                    e._seg = seg
+                self._loaded_segs.update(keys.tolist())
+            return
+        if kind == "iid":
+            ibatch = bulk.iid_batch(self._reader, keys)
+            for i, e in enumerate(need):
+                e._ib, e._ii = ibatch, i
+        else:
+            sbatch = bulk.segment_batch(self._reader, keys)
+            for i, e in enumerate(need):
+                e._sb, e._si = sbatch, i
+            self._loaded_segs.update(keys.tolist())
 
     def fetch(
         self,

@@ -16,6 +16,7 @@ from .codecs import get_codec
 from .masks import check_pixels, compose_mask, split_regions
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .bulk import IIDBatch, SegmentBatch
     from .iidfile import IIDFile
 
 __all__ = ["IID", "Region", "Regions", "Segment", "Entry", "BBox"]
@@ -143,7 +144,7 @@ class Segment:
     which makes ``add()`` cheap.
     """
 
-    __slots__ = ("key", "bbox", "area", "_regions", "components", "source")
+    __slots__ = ("key", "bbox", "area", "_regions", "components", "source", "_batch", "_bi")
 
     def __init__(
         self,
@@ -162,11 +163,18 @@ class Segment:
         self._regions = regions
         self.components = components
         self.source = source
+        # A segment read by the bulk path (iidschema.bulk) takes its regions
+        # and decoded mask from its batch, on first use.
+        self._batch: "SegmentBatch | None" = None
+        self._bi = 0
 
     @property
     def regions(self) -> Regions:
         """The regions (8-connected components for a segment built from a mask)."""
         if self._regions is None:
+            if self._batch is not None:
+                self._regions = self._batch.regions(self._bi)
+                return self._regions
             assert self.source is not None
             self._regions = Regions(Region(b, m) for b, m in split_regions(self.source, (self.bbox[0], self.bbox[1])))
         return self._regions
@@ -179,21 +187,26 @@ class Segment:
     def mask(self, bbox: BBox | None = None) -> np.ndarray:
         """The segment mask (bool, shape of ``self.bbox``), or its crop to ``bbox``
         (image coordinates, as in iidfile 0.2.0)."""
-        regs = self.regions if self.source is None else ()
-        if self.source is not None:
-            full = self.source.copy()  # never hand out the segment's own array
-        elif len(regs) == 1 and regs[0].bbox == self.bbox:
-            # The common case (one region over the whole bbox): no composing.
-            full = regs[0].decode()
-            if full is regs[0]._mask:
-                full = full.copy()
-        else:
-            full = compose_mask(self.bbox, ((r.bbox, r.decode()) for r in regs))
+        batch = self._batch
+        full = batch.mask(self._bi) if batch is not None else None  # the bulk-read fast path
+        if full is None:
+            full = self._full_mask()
         if bbox is None:
             return full
         minr, minc, maxr, maxc = bbox
         y, x = self.bbox[0], self.bbox[1]
         return full[max(0, minr - y) : max(0, maxr - y), max(0, minc - x) : max(0, maxc - x)]
+
+    def _full_mask(self) -> np.ndarray:
+        """A fresh array of the whole mask, from its source or its regions."""
+        if self.source is not None:
+            return self.source.copy()  # never hand out the segment's own array
+        regs = self.regions
+        if len(regs) == 1 and regs[0].bbox == self.bbox:
+            # The common case (one region over the whole bbox): no composing.
+            full = regs[0].decode()
+            return full.copy() if full is regs[0]._mask else full
+        return compose_mask(self.bbox, ((r.bbox, r.decode()) for r in regs))
 
     def covers(self, row: int, col: int) -> bool:
         """True when the mask has pixel (row, col) set."""
@@ -246,40 +259,51 @@ class Entry:
     were not fetched yet, so an entry is never half-usable.
     """
 
-    __slots__ = ("key", "_iid", "_seg", "_loader")
+    __slots__ = ("key", "_iid", "_seg", "_loader", "_ib", "_ii", "_sb", "_si")
 
     def __init__(self, key: int, iid: IID | None = None, seg: Segment | None = None, loader: "IIDFile | None" = None):
         self.key = key
         self._iid = iid
         self._seg = seg
         self._loader = loader
+        # Set by a bulk fetch: the batches holding this entry's records
+        # (already read and checked) and its index in each.
+        self._ib: "IIDBatch | None" = None
+        self._sb: "SegmentBatch | None" = None
+        self._ii = self._si = 0
 
     @property
     def iid(self) -> IID:
         if self._iid is None:
-            self._iid = self._loader._read_iid(self.key)  # type: ignore[union-attr]
+            if self._ib is not None:
+                self._iid = self._ib.iid(self._ii)
+            else:
+                self._iid = self._loader._read_iid(self.key)  # type: ignore[union-attr]
         return self._iid
 
     @property
     def seg(self) -> Segment:
         if self._seg is None:
-            self._seg = self._loader._read_segment(self.key)  # type: ignore[union-attr]
-            self._loader._loaded_segs.add(self.key)  # type: ignore[union-attr]
+            if self._sb is not None:
+                self._seg = self._sb.segment(self._si)
+            else:
+                self._seg = self._loader._read_segment(self.key)  # type: ignore[union-attr]
+                self._loader._loaded_segs.add(self.key)  # type: ignore[union-attr]
         return self._seg
 
     @property
     def iid_loaded(self) -> bool:
-        return self._iid is not None
+        return self._iid is not None or self._ib is not None
 
     @property
     def seg_loaded(self) -> bool:
-        return self._seg is not None
+        return self._seg is not None or self._sb is not None
 
     def __repr__(self) -> str:
         parts = [f"key={self.key}"]
-        if self._iid is not None:
-            parts.append(f"domain={self._iid.domain!r} address={self._iid.address!r}")
-        if self._seg is not None:
-            parts.append(f"bbox={self._seg.bbox} area={self._seg.area}")
+        if self.iid_loaded:
+            parts.append(f"domain={self.iid.domain!r} address={self.iid.address!r}")
+        if self.seg_loaded:
+            parts.append(f"bbox={self.seg.bbox} area={self.seg.area}")
         return f"<Entry {' '.join(parts)}>"
 

@@ -286,6 +286,16 @@ class Reader0(Reader):
             )
         return base + rel, length, [None] * keys.size
 
+    def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, None]:
+        offs, lens, _ = self._locate(keys, kind)
+        return offs, lens, None
+
+    def _info(self, rows: Any, i: int) -> None:
+        return None
+
+    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: Any, keys: np.ndarray, kind: str) -> None:
+        """Version 0 has no checksums."""
+
     def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
         head, rhead = schema.SEG_HEAD0, schema.REGION_HEAD0
         if length < head.size:
@@ -622,7 +632,7 @@ class Reader1(Reader):
             rows[sel] = self._row_cache[b][keys[sel] - b * block]
         return rows
 
-    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, list]:
+    def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         section = "iids" if kind == "iid" else "segs"
         if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
             self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
@@ -641,6 +651,10 @@ class Reader1(Reader):
                 section="lut",
                 offset=at,
             )
+        return base + rel.astype(np.int64), length.astype(np.int64), rows
+
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, list]:
+        offs, lens, rows = self._locate_rows(keys, kind)
         crcs = rows[f"{kind}_crc"].tolist()
         if kind == "iid":
             infos: list = crcs
@@ -648,7 +662,30 @@ class Reader1(Reader):
             bb = rows["bbox"]
             infos = list(zip(crcs, bb["minr"].tolist(), bb["minc"].tolist(), bb["maxr"].tolist(), bb["maxc"].tolist(),
                              rows["area"].tolist()))
-        return base + rel.astype(np.int64), length.astype(np.int64), infos
+        return offs, lens, infos
+
+    def _info(self, rows: np.ndarray, i: int) -> Any:
+        row = rows[i]
+        b = row["bbox"]
+        return (int(row["seg_crc"]), int(b["minr"]), int(b["minc"]), int(b["maxr"]), int(b["maxc"]), int(row["area"]))
+
+    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: np.ndarray, keys: np.ndarray, kind: str) -> None:
+        """Check the CRCs of many records: of the whole section once when
+        they cover a good part of it (one pass over contiguous bytes), else
+        record by record."""
+        section = "iids" if kind == "iid" else "segs"
+        _, size = self._sections[section]
+        if section in self._verified_sections:
+            return
+        if 4 * int(lens.sum()) >= size:
+            try:
+                self.section_bytes(section)
+                return
+            except IIDChecksumError:
+                pass  # damage somewhere in the section: it matters only if it is in one of these records
+        crcs = rows[f"{kind}_crc"].tolist()
+        for i, (off, n) in enumerate(zip(offs.tolist(), lens.tolist())):
+            self._verify(self.source.read(off, n, section), int(keys[i]), kind, off, crcs[i] if kind == "iid" else (crcs[i],))
 
     def _verify(self, data: Any, key: int, kind: str, at: int, info: Any) -> None:
         expected = info if kind == "iid" else info[0]

@@ -642,3 +642,9 @@ LUT1_ROW = LUT1_DTYPE.itemsize
 SEG_HEAD1 = struct.Struct(format_of(SegmentHead1))
 REGION_HEAD1 = struct.Struct(format_of(RegionHead1))
 BLOCK_CRC1_DTYPE = dtype_of(BlockCrc1)
+# Record heads as numpy dtypes, for the bulk readers that parse the heads of
+# many records at once (iidschema.bulk).
+IID_HEAD0_DTYPE = dtype_of(IIDHead0)
+REGION_HEAD0_DTYPE = dtype_of(RegionHead0)
+SEG_HEAD1_DTYPE = dtype_of(SegmentHead1)
+REGION_HEAD1_DTYPE = dtype_of(RegionHead1)

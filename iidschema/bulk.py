@@ -1,0 +1,369 @@
+"""Reading many records at once: the bulk path behind ``fetch()``.
+
+Parsing records one by one costs a handful of Python and numpy calls per
+record; at hundreds of thousands of entries that is most of a fetch.  Here
+the record heads of every requested key are parsed with numpy over one copy
+of the records' bytes (layouts from the dtypes :mod:`iidschema.schema`
+derives from its declarations), the region payloads are decoded codec by
+codec with :func:`iidschema.codecs.bulk.decode_flat`, and Python objects
+(:class:`~iidschema.model.IID`, :class:`~iidschema.model.Segment`) are made
+only when an entry's ``iid``/``seg`` is first touched.
+
+Every check of the one-record parsers (``Reader._parse_segment``,
+``_parse_iid``) is made here too, vectorised.  When a record fails one, the
+record is handed to the one-record parser, which raises the same precise
+error (section, offset) it always did.
+
+Decoding is eager only where it cannot amplify: segments are decoded now
+while the batch has produced at most :data:`EAGER_PIXELS_PER_BYTE` pixels
+per payload byte (plus a constant), and only if their regions do not
+overlap much.  Others (a hostile file's 20-byte frame claiming a gigapixel,
+or legitimately huge, very compressible masks) decode on ``mask()`` one
+region at a time, as before.  A batch owns a copy of the
+records' bytes, so its entries stay usable after the file is closed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import schema
+from .codecs import get_codec
+from . import masks as _masks
+from .errors import IIDError
+from .masks import check_pixels
+from .model import IID, Region, Regions, Segment
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .reader import Reader
+
+__all__ = ["IIDBatch", "SegmentBatch", "BULK_MIN", "EAGER_PIXELS_PER_BYTE", "EAGER_MIN_PIXELS", "EAGER_OVERLAP"]
+
+#: Below this many records the one-record path is as fast; the bulk path
+#: starts here.
+BULK_MIN = 32
+#: Eager decoding stops (the remaining segments decode on ``mask()``) once
+#: it has produced this many pixels per payload byte of the batch, plus
+#: :data:`EAGER_MIN_PIXELS`: ordinary files stay far below (packbits holds 8
+#: pixels per byte, rle/zstd of the benchmark workload about 15), a
+#: decompression bomb (a few bytes claiming a gigapixel) is not decoded by
+#: ``fetch()`` at all.
+EAGER_PIXELS_PER_BYTE = 64
+EAGER_MIN_PIXELS = 2**24
+#: A segment whose regions' pixels add up to more than this many times its
+#: own is not decoded eagerly either (overlapping regions must not multiply
+#: memory).
+EAGER_OVERLAP = 4
+
+
+def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.size + 1, dtype=np.int64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Records of ``dtype`` at byte positions ``pos`` of ``u8`` (all in range)."""
+    idx = pos[:, None] + np.arange(dtype.itemsize, dtype=np.int64)
+    return u8[idx].view(dtype).reshape(-1)
+
+
+def _bbox_cols(b: np.ndarray) -> np.ndarray:
+    return np.stack([b["minr"], b["minc"], b["maxr"], b["maxc"]], axis=1).astype(np.int64)
+
+
+def copy_records(reader: "Reader", offs: np.ndarray, lens: np.ndarray, section: str) -> tuple[bytes, np.ndarray]:
+    """One bytes object holding the records ``(offs, lens)`` (absolute), and
+    each record's offset in it.
+
+    Records written together are contiguous, so one read of their span is
+    usually the cheapest (and, remotely, one request); sparse keys are copied
+    record by record instead of dragging the gaps along.
+    """
+    if offs.size == 0:
+        return b"", offs
+    ends = offs + lens
+    lo, hi = int(offs.min()), int(ends.max())
+    total = int(lens.sum())
+    if hi - lo <= 2 * total + 65536:
+        return bytes(reader.source.read(lo, hi - lo, section)), offs - lo
+    parts = [reader.source.read(o, n, section) for o, n in zip(offs.tolist(), lens.tolist())]
+    return b"".join(parts), _exclusive_cumsum(lens)[:-1]
+
+
+class IIDBatch:
+    """The IID records of many keys, checked; :class:`IID` objects on demand."""
+
+    __slots__ = ("raw", "keys", "dstart", "dlen", "alen")
+
+    def __init__(self, raw: bytes, keys: np.ndarray, dstart: np.ndarray, dlen: np.ndarray, alen: np.ndarray):
+        self.raw = raw
+        self.keys = keys.tolist()
+        self.dstart = dstart.tolist()
+        self.dlen = dlen.tolist()
+        self.alen = alen.tolist()
+
+    def iid(self, i: int) -> IID:
+        d = self.dstart[i]
+        a = d + self.dlen[i]
+        raw = self.raw
+        iid = IID.__new__(IID)
+        iid.key, iid.domain, iid.address = self.keys[i], raw[d:a], raw[a : a + self.alen[i]]
+        return iid
+
+
+def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch:
+    """The IID records of ``keys`` (int64, in range), verified and checked."""
+    offs, lens, rows = reader._locate_rows(keys, "iid")
+    reader._verify_bulk(offs, lens, rows, keys, "iid")
+    raw, rel = copy_records(reader, offs, lens, "iids")
+    head = schema.IID_HEAD0_DTYPE
+    u8 = np.frombuffer(raw, dtype=np.uint8)
+    bad = lens < head.itemsize
+    heads = _gather(u8, rel[~bad], head) if (~bad).any() else np.zeros(0, head)
+    full = np.zeros(keys.size, dtype=head)
+    full[~bad] = heads
+    dlen = full["domain_len"].astype(np.int64)
+    alen = full["address_len"].astype(np.int64)
+    bad |= (full["key"] != keys) | (head.itemsize + dlen + alen != lens)
+    if bad.any():
+        _raise_first(reader, keys, offs, lens, rows, bad, "iid")
+    return IIDBatch(raw, keys, rel + head.itemsize, dlen, alen)
+
+
+def _raise_first(reader: "Reader", keys: np.ndarray, offs: np.ndarray, lens: np.ndarray, rows: Any, bad: np.ndarray, kind: str) -> None:
+    """Let the one-record parser report the first bad record precisely."""
+    from .reader import _parse_iid
+
+    i = int(np.argmax(bad))
+    key, off, n = int(keys[i]), int(offs[i]), int(lens[i])
+    section = "iids" if kind == "iid" else "segs"
+    data = reader.source.read(off, n, section)
+    if kind == "iid":
+        _parse_iid(data, n, key, off)
+    else:
+        reader._parse_segment(data, n, key, off, reader._info(rows, i))
+    raise AssertionError(f"bulk {kind} check refused record {key} but the record parser accepted it")  # pragma: no cover
+
+
+class SegmentBatch:
+    """The segment records of many keys, checked, their masks decoded where
+    that is safe (see the module docstring).
+
+    Per segment ``i``: ``keys``, ``bboxes``, ``areas``; its regions are rows
+    ``first[i] .. first[i] + count[i] - 1`` of the region table (absolute
+    bbox, codec, payload offset and length in ``raw``).  Decoded region
+    ``r`` is ``bufs[rbuf[r]][rstart[r] : rstart[r] + h*w]``.  ``sbuf[i]`` says
+    how segment ``i``'s mask is had: ``>= 0``, it is its one region's pixels,
+    ``bufs[sbuf[i]][sstart[i]:]``; ``COMPOSE``, its decoded regions are
+    composed on ``mask()``; ``LAZY``, decoding waits for ``mask()``.
+    """
+
+    __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count",
+                 "rbbox", "rcodec", "roff", "rlen", "bufs", "rbuf", "rstart", "sbuf", "sstart")
+
+    LAZY, COMPOSE = -1, -2
+
+    def segment(self, i: int) -> Segment:
+        seg = Segment.__new__(Segment)
+        seg.key, seg.bbox, seg.area = self.keys[i], self.bboxes[i], self.areas[i]
+        seg._regions, seg.source, seg.components = None, None, self.components
+        seg._batch, seg._bi = self, i
+        return seg
+
+    def _rows(self, i: int) -> range:
+        first = int(self.first[i])
+        return range(first, first + int(self.count[i]))
+
+    def regions(self, i: int) -> Regions:
+        rows = self._rows(i)
+        raw = self.raw
+        out = Regions()
+        for r, bbox, codec, o, n in zip(rows, self.rbbox[rows].tolist(), self.rcodec[rows].tolist(),
+                                        self.roff[rows].tolist(), self.rlen[rows].tolist()):
+            out.append(Region.raw(tuple(bbox), codec, raw[o : o + n]))
+        return out
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """A fresh array of segment ``i``'s whole mask, or None if it was not
+        decoded."""
+        b = self.sbuf[i]
+        minr, minc, maxr, maxc = self.bboxes[i]
+        h, w = maxr - minr, maxc - minc
+        if b >= 0:
+            s = self.sstart[i]
+            return self.bufs[b][s : s + h * w].reshape(h, w).copy()
+        if b == self.LAZY:
+            return None
+        # Composed here, per segment: a few slice copies cost less than any
+        # vectorised per-pixel placement over all segments.
+        check_pixels(h, w, "segment mask")
+        out = np.zeros((h, w), dtype=np.bool_)
+        bufs = self.bufs
+        rows = self._rows(i)
+        for (a, c0, c, d), rb, s in zip(self.rbbox[rows].tolist(), self.rbuf[rows].tolist(), self.rstart[rows].tolist()):
+            view = bufs[rb][s : s + (c - a) * (d - c0)].reshape(c - a, d - c0)
+            out[a - minr : c - minr, c0 - minc : d - minc] |= view
+        return out
+
+
+def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> SegmentBatch:
+    """The segment records of ``keys`` (int64, in range), verified, checked,
+    and (with ``decode``) their masks decoded where that is safe."""
+    offs, lens, rows = reader._locate_rows(keys, "seg")
+    reader._verify_bulk(offs, lens, rows, keys, "seg")
+    raw, rel = copy_records(reader, offs, lens, "segs")
+    u8 = np.frombuffer(raw, dtype=np.uint8)
+    walk = _walk_v0 if reader.version == 0 else _walk_v1
+    boxes, areas, table, bad = walk(u8, rel, lens, keys, rows)
+    if bad.any():
+        _raise_first(reader, keys, offs, lens, rows, bad, "seg")
+    rseg, rbox, rcodec, rpoff, rplen = table
+    order = np.argsort(rseg, kind="stable")  # region j of every segment was found in pass j
+    rseg, rbox, rcodec, rpoff, rplen = rseg[order], rbox[order], rcodec[order], rpoff[order], rplen[order]
+    count = np.bincount(rseg, minlength=keys.size)
+    first = _exclusive_cumsum(count)[:-1]
+
+    batch = SegmentBatch()
+    batch.raw = raw
+    batch.keys = keys.tolist()
+    batch.bboxes = list(map(tuple, boxes.tolist()))
+    batch.areas = areas.tolist()
+    batch.components = reader.version == 0
+    # Per segment, Python lists of what every Segment / mask() needs; per
+    # region, numpy rows read only for composed segments and regions().
+    batch.first, batch.count = first, count
+    batch.rbbox = rbox
+    batch.rcodec, batch.roff, batch.rlen = rcodec, rpoff, rplen  # numpy: read per region, rarely
+    batch.bufs = []
+    batch.sbuf = [SegmentBatch.LAZY] * keys.size
+    if decode and rseg.size:
+        _decode(batch, boxes, first, count, rseg, rbox, rcodec, rpoff, rplen, u8)
+    return batch
+
+
+def _walk_v0(u8: np.ndarray, rel: np.ndarray, lens: np.ndarray, keys: np.ndarray, rows: Any):
+    """Version 0: segment heads, then regions until the record ends."""
+    shead, rhead = schema.SEG_HEAD0_DTYPE, schema.REGION_HEAD0_DTYPE
+    bad = lens < shead.itemsize
+    heads = np.zeros(keys.size, dtype=shead)
+    heads[~bad] = _gather(u8, rel[~bad], shead)
+    boxes = _bbox_cols(heads["bbox"])
+    bad |= (heads["key"] != keys) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    pos = rel + shead.itemsize
+    end = rel + lens
+
+    def step(active: np.ndarray, p: np.ndarray):
+        h = _gather(u8, p, rhead)
+        rbox = _bbox_cols(h["bbox"])
+        rlen = h["len"].astype(np.int64)
+        payload = (rbox[:, 2] - rbox[:, 0]) * (rbox[:, 3] - rbox[:, 1])
+        ok = rlen == rhead.itemsize + (payload + 7) // 8
+        return rbox, np.zeros(active.size, np.int64), p + rhead.itemsize, rlen - rhead.itemsize, ok
+
+    table, bad = _walk_regions(pos, end, boxes, bad, rhead.itemsize, step, None)
+    return boxes, heads["area"].astype(np.int64), table, bad
+
+
+def _walk_v1(u8: np.ndarray, rel: np.ndarray, lens: np.ndarray, keys: np.ndarray, rows: np.ndarray):
+    """Version 1: bbox and area from the LUT rows, a region count in the head."""
+    shead, rhead = schema.SEG_HEAD1_DTYPE, schema.REGION_HEAD1_DTYPE
+    boxes = _bbox_cols(rows["bbox"])
+    bad = (lens < shead.itemsize) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    heads = np.zeros(keys.size, dtype=shead)
+    heads[~bad] = _gather(u8, rel[~bad], shead)
+    nreg = heads["region_count"].astype(np.int64)
+    bad |= (heads["key"] != keys) | (nreg > (lens - shead.itemsize) // rhead.itemsize)
+    pos = rel + shead.itemsize
+    end = rel + lens
+
+    def step(active: np.ndarray, p: np.ndarray):
+        h = _gather(u8, p, rhead)
+        plen = h["length"]  # uint64: compare before converting
+        room = (end[active] - p - rhead.itemsize).astype(np.uint64)
+        ok = plen <= room
+        return _bbox_cols(h["bbox"]), h["codec"].astype(np.int64), p + rhead.itemsize, np.where(ok, plen, 0).astype(np.int64), ok
+
+    table, bad = _walk_regions(pos, end, boxes, bad, rhead.itemsize, step, nreg)
+    return boxes, rows["area"].astype(np.int64), table, bad
+
+
+def _walk_regions(pos: np.ndarray, end: np.ndarray, boxes: np.ndarray, bad: np.ndarray, head_size: int, step: Any, nreg: Any):
+    """Walk the regions of every segment in passes (pass j reads region j of
+    each segment that has one), checking what the record parsers check:
+    a whole head, a non-empty bbox inside the segment's, a payload inside
+    the record, and (version 1) exactly ``nreg`` regions filling the record.
+    """
+    parts: list[tuple] = []
+    pos = pos.copy()
+    if nreg is None:
+        active = np.flatnonzero(~bad & (pos < end))
+    else:
+        active = np.flatnonzero(~bad & (nreg > 0))
+    j = 0
+    while active.size:
+        p = pos[active]
+        short = end[active] - p < head_size
+        if short.any():
+            bad[active[short]] = True
+            active, p = active[~short], p[~short]
+        rbox, codec, poff, plen, ok = step(active, p)
+        sb = boxes[active]
+        ok &= (sb[:, 0] <= rbox[:, 0]) & (rbox[:, 0] < rbox[:, 2]) & (rbox[:, 2] <= sb[:, 2])
+        ok &= (sb[:, 1] <= rbox[:, 1]) & (rbox[:, 1] < rbox[:, 3]) & (rbox[:, 3] <= sb[:, 3])
+        ok &= poff + plen <= end[active]
+        bad[active[~ok]] = True
+        active = active[ok]
+        parts.append((active, rbox[ok], codec[ok], poff[ok], plen[ok]))
+        pos[active] = poff[ok] + plen[ok]
+        j += 1
+        if nreg is None:
+            active = active[pos[active] < end[active]]
+        else:
+            active = active[nreg[active] > j]
+    if nreg is not None:
+        bad |= ~bad & (pos != end)  # bytes after the last region (or too few regions)
+    if parts:
+        table = tuple(np.concatenate(cols) for cols in zip(*parts))
+    else:
+        table = (np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return table, bad
+
+
+def _decode(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.ndarray, rseg: np.ndarray,
+            rbox: np.ndarray, rcodec: np.ndarray, rpoff: np.ndarray, rplen: np.ndarray, u8: np.ndarray) -> None:
+    """Decode, one :func:`decode_flat` per codec, the regions of the segments
+    it is safe to decode now, and say in the batch how each segment's mask
+    is had (see :class:`SegmentBatch`)."""
+    from .codecs.bulk import decode_flat  # imports the built-in codecs: only when decoding
+
+    nseg = count.size
+    rh = rbox[:, 2] - rbox[:, 0]
+    rw = rbox[:, 3] - rbox[:, 1]
+    seg_pix = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    pix = np.bincount(rseg, weights=rh * rw, minlength=nseg)
+    # Never above the library's mask limit (read now: users may raise it);
+    # such segments fail on mask() exactly as when read one by one.
+    eager = (pix <= EAGER_OVERLAP * seg_pix + 64) & (count > 0) & (seg_pix <= _masks.MAX_MASK_PIXELS)
+    budget = EAGER_PIXELS_PER_BYTE * int(rplen.sum()) + EAGER_MIN_PIXELS
+    eager &= np.cumsum(np.where(eager, pix, 0)) <= budget
+    rbuf = np.full(rseg.size, -1, dtype=np.int64)
+    rstart = np.zeros(rseg.size, dtype=np.int64)
+    reager = eager[rseg]
+    for codec_id in np.unique(rcodec[reager]).tolist():
+        sel = np.flatnonzero(reager & (rcodec == codec_id))
+        try:
+            bits, starts = decode_flat(get_codec(codec_id), u8, rpoff[sel], rplen[sel], rh[sel], rw[sel])
+        except IIDError:
+            eager[rseg[sel]] = False  # decoded (and reported) region by region on mask()
+            continue
+        rbuf[sel] = len(batch.bufs)
+        rstart[sel] = starts
+        batch.bufs.append(bits)
+    fr = np.minimum(first, max(rseg.size - 1, 0))
+    direct = eager & (count == 1) & (rbox[fr] == boxes).all(axis=1)
+    sbuf = np.where(direct, rbuf[fr], np.where(eager, SegmentBatch.COMPOSE, SegmentBatch.LAZY))
+    batch.sbuf, batch.sstart = sbuf.tolist(), rstart[fr].tolist()
+    batch.rbuf, batch.rstart = rbuf, rstart
