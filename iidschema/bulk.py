@@ -154,15 +154,15 @@ class SegmentBatch:
 
     Per segment ``i``: ``keys``, ``bboxes``, ``areas``; its regions are rows
     ``first[i] .. first[i] + count[i] - 1`` of the region table (absolute
-    bbox, codec, payload offset and length in ``raw``).  Decoded region
-    ``r`` is ``bufs[rbuf[r]][rstart[r] : rstart[r] + h*w]``.  ``sbuf[i]`` says
+    bbox, codec, payload offset and length in ``raw``).  ``sbuf[i]`` says
     how segment ``i``'s mask is had: ``>= 0``, it is its one region's pixels,
-    ``bufs[sbuf[i]][sstart[i]:]``; ``COMPOSE``, its decoded regions are
+    ``bufs[sbuf[i]][sstart[i]:]``; ``COMPOSE``, its decoded regions (placed
+    by ``parts[i]``: buffer, start, rows and columns in the segment) are
     composed on ``mask()``; ``LAZY``, decoding waits for ``mask()``.
     """
 
     __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count",
-                 "rbbox", "rcodec", "roff", "rlen", "bufs", "rbuf", "rstart", "sbuf", "sstart")
+                 "rbbox", "rcodec", "roff", "rlen", "bufs", "sbuf", "sstart", "parts")
 
     LAZY, COMPOSE = -1, -2
 
@@ -202,10 +202,13 @@ class SegmentBatch:
         check_pixels(h, w, "segment mask")
         out = np.zeros((h, w), dtype=np.bool_)
         bufs = self.bufs
-        rows = self._rows(i)
-        for (a, c0, c, d), rb, s in zip(self.rbbox[rows].tolist(), self.rbuf[rows].tolist(), self.rstart[rows].tolist()):
-            view = bufs[rb][s : s + (c - a) * (d - c0)].reshape(c - a, d - c0)
-            out[a - minr : c - minr, c0 - minc : d - minc] |= view
+        parts = self.parts[i]
+        if len(parts) == 1:
+            b, s, r0, r1, c0, c1 = parts[0]
+            out[r0:r1, c0:c1] = bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            return out
+        for b, s, r0, r1, c0, c1 in parts:
+            out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
         return out
 
 
@@ -366,4 +369,16 @@ def _decode(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np
     direct = eager & (count == 1) & (rbox[fr] == boxes).all(axis=1)
     sbuf = np.where(direct, rbuf[fr], np.where(eager, SegmentBatch.COMPOSE, SegmentBatch.LAZY))
     batch.sbuf, batch.sstart = sbuf.tolist(), rstart[fr].tolist()
-    batch.rbuf, batch.rstart = rbuf, rstart
+    # For the segments composed on mask(): their regions' places, as Python
+    # tuples made here in one pass (relative to the segment's bbox).
+    batch.parts = {}
+    compose = np.flatnonzero(eager & ~direct)
+    if compose.size:
+        sel = np.flatnonzero((eager & ~direct)[rseg])  # regions sorted by segment
+        seg = rseg[sel]
+        r0 = rbox[sel, 0] - boxes[seg, 0]
+        c0 = rbox[sel, 1] - boxes[seg, 1]
+        places = list(zip(rbuf[sel].tolist(), rstart[sel].tolist(), r0.tolist(), (r0 + rh[sel]).tolist(),
+                          c0.tolist(), (c0 + rw[sel]).tolist()))
+        bounds = _exclusive_cumsum(count[compose]).tolist()
+        batch.parts = {i: places[a:b] for i, a, b in zip(compose.tolist(), bounds[:-1], bounds[1:])}
