@@ -114,8 +114,9 @@ class IIDBatch:
         return iid
 
 
-def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch:
-    """The IID records of ``keys`` (int64, in range), verified and checked."""
+def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch | None:
+    """The IID records of ``keys`` (int64, in range), verified and checked
+    (None: read them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "iid")
     reader._verify_bulk(offs, lens, rows, keys, "iid")
     raw, rel = copy_records(reader, offs, lens, "iids")
@@ -130,11 +131,13 @@ def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch:
     bad |= (full["key"] != keys) | (head.itemsize + dlen + alen != lens)
     if bad.any():
         _raise_first(reader, keys, offs, lens, rows, bad, "iid")
+        return None
     return IIDBatch(raw, keys, rel + head.itemsize, dlen, alen)
 
 
 def _raise_first(reader: "Reader", keys: np.ndarray, offs: np.ndarray, lens: np.ndarray, rows: Any, bad: np.ndarray, kind: str) -> None:
-    """Let the one-record parser report the first bad record precisely."""
+    """Let the one-record parser report the first bad record precisely
+    (returns only if that parser accepts the record)."""
     from .reader import _parse_iid
 
     i = int(np.argmax(bad))
@@ -145,7 +148,8 @@ def _raise_first(reader: "Reader", keys: np.ndarray, offs: np.ndarray, lens: np.
         _parse_iid(data, n, key, off)
     else:
         reader._parse_segment(data, n, key, off, reader._info(rows, i))
-    raise AssertionError(f"bulk {kind} check refused record {key} but the record parser accepted it")  # pragma: no cover
+    # Not reached for any file found so far: a check here stricter than the
+    # record parser's.  The caller then reads these records one by one.
 
 
 class SegmentBatch:
@@ -212,9 +216,10 @@ class SegmentBatch:
         return out
 
 
-def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> SegmentBatch:
+def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> SegmentBatch | None:
     """The segment records of ``keys`` (int64, in range), verified, checked,
-    and (with ``decode``) their masks decoded where that is safe."""
+    and (with ``decode``) their masks decoded where that is safe (None: read
+    them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "seg")
     reader._verify_bulk(offs, lens, rows, keys, "seg")
     raw, rel = copy_records(reader, offs, lens, "segs")
@@ -223,6 +228,7 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     boxes, areas, table, bad = walk(u8, rel, lens, keys, rows)
     if bad.any():
         _raise_first(reader, keys, offs, lens, rows, bad, "seg")
+        return None
     rseg, rbox, rcodec, rpoff, rplen = table
     order = np.argsort(rseg, kind="stable")  # region j of every segment was found in pass j
     rseg, rbox, rcodec, rpoff, rplen = rseg[order], rbox[order], rcodec[order], rpoff[order], rplen[order]

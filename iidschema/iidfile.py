@@ -239,7 +239,10 @@ class IIDFile:
         if not need:
             return
         keys = np.fromiter((e.key for e in need), dtype=np.int64, count=len(need))
-        if len(need) < bulk.BULK_MIN:
+        batch = None
+        if len(need) >= bulk.BULK_MIN:
+            batch = bulk.iid_batch(self._reader, keys) if kind == "iid" else bulk.segment_batch(self._reader, keys)
+        if batch is None:
             if kind == "iid":
                 for e, iid in zip(need, self._reader.iids(keys)):
                     e._iid = iid
@@ -249,13 +252,11 @@ class IIDFile:
                 self._loaded_segs.update(keys.tolist())
             return
         if kind == "iid":
-            ibatch = bulk.iid_batch(self._reader, keys)
             for i, e in enumerate(need):
-                e._ib, e._ii = ibatch, i
+                e._ib, e._ii = batch, i
         else:
-            sbatch = bulk.segment_batch(self._reader, keys)
             for i, e in enumerate(need):
-                e._sb, e._si = sbatch, i
+                e._sb, e._si = batch, i
             self._loaded_segs.update(keys.tolist())
 
     def fetch(
