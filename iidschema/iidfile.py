@@ -311,18 +311,41 @@ class IIDFile:
         :param mask: a 2-D boolean-convertible array (non-zero = set).
         :param group: a group name (or names) to add the entry to.
         """
-        address = _as_bytes(address, "address")
-        domain = _as_bytes(domain, "domain", allow_none=True)
-        box = _as_bbox(bbox)
-        arr = as_bool_mask(mask)
+        # Only cheap checks here, with a fast path for the common types
+        # (bytes, a tuple of 4 ints, a C-contiguous bool array, one group
+        # name); encoding happens in bulk at save().
+        if type(address) is not bytes:
+            address = _as_bytes(address, "address")
+        if domain is None:
+            domain = b""
+        elif type(domain) is not bytes:
+            domain = _as_bytes(domain, "domain")
+        if type(bbox) is tuple and len(bbox) == 4:
+            minr, minc, maxr, maxc = bbox
+            if not (
+                type(minr) is int and type(minc) is int and type(maxr) is int and type(maxc) is int
+                and 0 <= minr <= maxr <= MAX_COORD and 0 <= minc <= maxc <= MAX_COORD
+            ):
+                bbox = _as_bbox(bbox)
+            box = bbox
+        else:
+            box = _as_bbox(bbox)
+        if type(mask) is np.ndarray and mask.dtype == np.bool_ and mask.ndim == 2:
+            # The caller may reuse their array; the entry must not change with it.
+            arr = mask.copy()  # C order
+        else:
+            arr = as_bool_mask(mask)
+            if isinstance(mask, np.ndarray) and np.may_share_memory(arr, mask):
+                arr = arr.copy()
         if arr.shape != (box[2] - box[0], box[3] - box[1]):
             raise ValueError(f"mask shape {arr.shape} does not match bbox {box} (needs {(box[2] - box[0], box[3] - box[1])})")
-        names = _as_list(group) or []
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"group names are str, got {name!r}")
-        if isinstance(mask, np.ndarray) and np.may_share_memory(arr, mask):
-            arr = arr.copy()  # the caller may reuse their array; the entry must not change with it
+        if type(group) is str:
+            names: Sequence[Any] = (group,)
+        else:
+            names = _as_list(group) or ()
+            for name in names:
+                if not isinstance(name, str):
+                    raise TypeError(f"group names are str, got {name!r}")
         key = self._count
         seg = Segment(key, box, int(np.count_nonzero(arr)), source=arr)
         entry = Entry(key, IID(address, domain, key), seg, loader=self)
@@ -456,6 +479,17 @@ class IIDFile:
             seg = entry.seg if entry is not None and entry.seg_loaded else self._read_segment(key)
             yield iid, seg
 
+    def _save_records(self) -> Iterable[tuple[IID, Segment]]:
+        """What :meth:`save` writes: :meth:`_records`, or, for a file built
+        in memory (every entry added, nothing to read), the entries' own
+        IIDs and segments without a property call per entry."""
+        if self._reader is None and len(self._entries) == self._count:
+            entries = self._entries
+            records = [(entries[key]._iid, entries[key]._seg) for key in range(self._count)]
+            if all(iid is not None and seg is not None for iid, seg in records):
+                return records  # type: ignore[return-value]
+        return self._records()
+
     def save(self, fpath: str | os.PathLike[str] | None = None, version: int | None = None, codec: Any = "auto") -> None:
         """Write the file atomically (temporary file + rename).
 
@@ -480,12 +514,20 @@ class IIDFile:
         check_meta(meta)
         groups = self.groups.as_dict()
         if version == 0:
-            write = lambda fh: write_v0(fh, self._records(), self._count, groups, meta, rformat=self.rformat)  # noqa: E731
+            write = lambda fh: write_v0(fh, self._save_records(), self._count, groups, meta, rformat=self.rformat)  # noqa: E731
         elif version == 1:
-            write = lambda fh: write_v1(fh, self._records(), self._count, groups, meta, codec=codec, rformat=self.rformat)  # noqa: E731
+            write = lambda fh: write_v1(fh, self._save_records(), self._count, groups, meta, codec=codec, rformat=self.rformat)  # noqa: E731
         else:
             raise IIDLimitError(f"cannot write format version {version}; supported: {', '.join(map(str, schema.SUPPORTED_VERSIONS))}")
-        atomic_write(fpath, write)
+        # Encoding builds many short-lived objects while every entry is alive:
+        # the cyclic collector would rescan all entries over and over.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            atomic_write(fpath, write)
+        finally:
+            if was_enabled:
+                gc.enable()
         self._reopen(os.fspath(fpath))
 
     def _reopen(self, path: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IIDLimitError
 
-__all__ = ["as_bool_mask", "split_regions", "sorted_unique", "tight_bbox", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+__all__ = ["as_bool_mask", "split_regions", "sorted_unique", "tight_bbox", "tight_bboxes_of_runs", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
 
 #: Largest mask (in pixels) decoded or composed without the caller raising
 #: this limit.  A region or segment bbox is only a claim made by the file: a
@@ -95,6 +95,75 @@ def tight_bbox(mask: np.ndarray, origin: tuple[int, int]) -> BBox | None:
     cols = np.flatnonzero(mask.any(axis=0))
     r0, c0 = origin
     return (r0 + int(rows[0]), c0 + int(cols[0]), r0 + int(rows[-1]) + 1, c0 + int(cols[-1]) + 1)
+
+
+def tight_bboxes_of_runs(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Tight bboxes of many masks, from their row-major runs (``rle`` order).
+
+    ``runs``/``offsets`` are what :func:`iidschema.codecs.rle.runs_of_packed`
+    returns, ``widths`` the masks' widths.  Returns an ``(n, 4)`` int64 array
+    of (minr, minc, maxr, maxc) *relative to each mask*, with all -1 for a
+    mask without set pixels: :func:`tight_bbox` of each mask, vectorised.
+
+    Run ``j`` of a mask is True when ``j`` is odd.  A True run ``[a, b)``
+    that stays in one row covers columns ``a % w .. (b-1) % w``; one that
+    crosses a row end covers the last column of its first row and the first
+    column of the next, so every column from 0 to ``w - 1``.
+    """
+    count = offsets.size - 1
+    out = np.full((count, 4), -1, dtype=np.int64)
+    # In pieces of about _RUNS_PER_STEP runs, so that the temporaries stay in cache.
+    cuts = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), _RUNS_PER_STEP), side="right") - 1
+    cuts = [0, *np.unique(cuts[(cuts > 0) & (cuts < count)]).tolist(), count]
+    for a, b in zip(cuts, cuts[1:]):
+        base = offsets[a]
+        _tight_step(runs[base : offsets[b]], offsets[a : b + 1] - base, widths[a:b], out[a:b])
+    return out
+
+
+_RUNS_PER_STEP = 1 << 15
+
+
+def _tight_step(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray, out: np.ndarray) -> None:
+    count = offsets.size - 1
+    nruns = offsets[1:] - offsets[:-1]
+    ntrue = nruns >> 1  # runs alternate False, True, ...: every second one is True
+    has = ntrue > 0
+    if not has.any():
+        return
+    # Run j is True when j - offsets[mask] is odd: j's parity flipped for
+    # masks starting at an odd offset.
+    flip = np.repeat((offsets[:-1] & 1).astype(np.uint8), nruns)
+    flip ^= _ALT[: runs.size] if runs.size <= _ALT.size else (np.arange(runs.size) & 1).astype(np.uint8)
+    true = flip.view(np.bool_)
+    ends = np.cumsum(runs)
+    # Pixel offset of each mask in the cumulative sum (its first run's start).
+    base = np.zeros(count, dtype=np.int64)
+    nonempty = nruns > 0
+    first = offsets[:-1][nonempty]
+    base[nonempty] = ends[first] - runs[first]
+    ends = ends[true]
+    ends -= np.repeat(base, ntrue)
+    starts = ends - runs[true]
+    w = np.repeat(widths, ntrue)
+    first_row = starts // w
+    last_row = (ends - 1) // w
+    one_row = first_row == last_row
+    cmin = starts - first_row * w
+    cmin[~one_row] = 0
+    cmax = ends - 1 - last_row * w
+    cmax[~one_row] = (w - 1)[~one_row]
+    # The True runs of each mask are consecutive.
+    head = np.zeros(count, dtype=np.int64)
+    np.cumsum(ntrue[:-1], out=head[1:])
+    head, tail = head[has], (head + ntrue - 1)[has]
+    out[has, 0] = first_row[head]
+    out[has, 1] = np.minimum.reduceat(cmin, head)
+    out[has, 2] = last_row[tail] + 1
+    out[has, 3] = np.maximum.reduceat(cmax, head) + 1
+
+
+_ALT = (np.arange(1 << 17) & 1).astype(np.uint8)
 
 
 def compose_mask(bbox: BBox, regions: Iterable[tuple[BBox, np.ndarray]]) -> np.ndarray:

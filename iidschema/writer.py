@@ -8,6 +8,7 @@ there is no second copy of the layout here.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .masks import split_regions, tight_bbox
+from .masks import split_regions, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -174,6 +175,14 @@ _ZSTD_MIN_PACKED = 48
 #: Masks up to this many pixels are written as one region in version 1.
 _SPLIT_PIXELS = 1 << 20
 
+#: Whether :func:`write_v1` uses the bulk path (tests turn it off to compare
+#: with the segment-by-segment path, which must give the same bytes).
+_BULK = True
+
+#: Segments encoded together by the bulk path of :func:`write_v1` (bounds
+#: the memory of the packed streams, runs and payloads held at once).
+_BULK_BATCH = 1 << 16
+
 
 class _SegmentEncoder:
     """Chooses how a segment's regions are written in version 1."""
@@ -181,13 +190,15 @@ class _SegmentEncoder:
     HEAD = schema.RegionHead1.sizeof()
 
     def __init__(self, codec: Any):
-        from .codecs import encoder_for, resolve_codec
+        from .codecs import encoder_for, encoder_many_for, resolve_codec
 
         self.fixed = resolve_codec(codec)  # None means "auto"
         self.encode = encoder_for(codec)
         # zstd frames cost ~10 bytes of framing: on small masks they cannot beat
         # rle or packbits, so "auto" does not try them there.
         self.encode_small = self.encode if self.fixed is not None else encoder_for("auto", [0, 1])
+        self.bulk = encoder_many_for(codec)
+        self.bulk_small = self.bulk if self.fixed is not None else encoder_many_for("auto", [0, 1])
 
     def _encode(self, mask: np.ndarray) -> tuple[int, bytes]:
         small = schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED
@@ -198,13 +209,14 @@ class _SegmentEncoder:
 
         A segment built from a mask of at most :data:`_SPLIT_PIXELS` pixels
         is one region over the tight bbox of its set pixels: no component
-        labelling at all.  Otherwise: its 8-connected components, or one
-        region over the tight bbox of all of them holding the whole mask,
-        whichever is smaller on disk.  Many tiny components (noise, scattered
-        dots) cost a 28-byte head each, so one region is often smaller; large
-        separated blobs stay split so that queries decode only what they
-        touch.  Readers need only the rule that the segment mask is the OR of
-        its regions.
+        labelling at all (:meth:`bulk_regions` does this for many segments
+        at once, with the same result).  Otherwise: its 8-connected
+        components, or one region over the tight bbox of all of them holding
+        the whole mask, whichever is smaller on disk.  Many tiny components
+        (noise, scattered dots) cost a 28-byte head each, so one region is
+        often smaller; large separated blobs stay split so that queries
+        decode only what they touch.  Readers need only the rule that the
+        segment mask is the OR of its regions.
         """
         src = seg.source
         if src is not None and src.size <= _SPLIT_PIXELS:
@@ -233,6 +245,104 @@ class _SegmentEncoder:
             return [whole]
         return split
 
+    def _encode_packed(self, masks: list[np.ndarray], pm: Any, runs: Any, which: np.ndarray, ids: np.ndarray, out: list) -> None:
+        """Encode masks ``which`` of a packed batch into ``ids``/``out``
+        (indexed like ``which``'s values), small ones without zstd."""
+        from .codecs.rle import RunBatch
+
+        if runs is None:
+            runs = RunBatch.of(pm)
+        small = (pm.starts[which + 1] - pm.starts[which]) <= _ZSTD_MIN_PACKED
+        for sel, encoder in ((which[small], self.bulk_small), (which[~small], self.bulk)):
+            if sel.size:
+                got, payloads = encoder.encode_packed(masks, pm, runs, sel)
+                ids[sel] = got
+                for i, p in zip(sel.tolist(), payloads):
+                    out[i] = p
+
+    def bulk_regions(self, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """:meth:`regions` of many segments built by :meth:`IIDFile.add` (whose ``source`` is a C-contiguous bool mask shaped like the bbox) of at most :data:`_SPLIT_PIXELS` pixels at once.
+
+        Returns ``boxes`` ((n, 4) int64, absolute tight bboxes), ``ids``
+        (codec of each, -1 for a segment without set pixels, which has no
+        region) and the payloads (``b""`` for those).  Every step works on
+        all masks together: one packed stream, one run computation (which
+        also gives the tight bboxes), the crops of masks whose tight bbox is
+        smaller packed and run once more, then the codec choice in bulk.
+        """
+        from .codecs.packbits import pack_masks
+        from .codecs.rle import RunBatch
+
+        n = len(segs)
+        masks = [s.source for s in segs]
+        origin = np.fromiter(itertools.chain.from_iterable([s.bbox for s in segs]), np.int64, 4 * n).reshape(n, 4)
+        shapes = origin[:, 2:] - origin[:, :2]
+        pm = pack_masks(masks, shapes)
+        runs = RunBatch.of(pm)
+        tight = tight_bboxes_of_runs(runs.runs, runs.offsets, pm.widths)
+        nonempty = tight[:, 0] >= 0
+        whole = nonempty & (tight[:, 0] == 0) & (tight[:, 1] == 0) & (tight[:, 2] == shapes[:, 0]) & (tight[:, 3] == shapes[:, 1])
+        ids = np.full(n, -1, dtype=np.int64)
+        out: list[bytes] = [b""] * n
+        self._encode_packed(masks, pm, runs, np.flatnonzero(whole), ids, out)
+        cut = np.flatnonzero(nonempty & ~whole)
+        if cut.size:
+            crops = [
+                np.ascontiguousarray(masks[i][r0:r1, c0:c1])
+                for i, (r0, c0, r1, c1) in zip(cut.tolist(), tight[cut].tolist())
+            ]
+            pm2 = pack_masks(crops, tight[cut, 2:] - tight[cut, :2])
+            ids2 = np.full(cut.size, -1, dtype=np.int64)
+            out2: list[bytes] = [b""] * cut.size
+            self._encode_packed(crops, pm2, None, np.arange(cut.size, dtype=np.int64), ids2, out2)
+            ids[cut] = ids2
+            for i, p in zip(cut.tolist(), out2):
+                out[i] = p
+        boxes = tight + origin[:, [0, 1, 0, 1]]
+        return boxes, ids, out
+
+
+#: One segment record holding exactly one region: the two heads back to back
+#: (their layouts come from the declarations in :mod:`iidschema.schema`).
+_SEG_ONE_REGION = np.dtype([("seg", schema.dtype_of(schema.SegmentHead1)), ("region", schema.dtype_of(schema.RegionHead1))])
+_IID_HEAD_DTYPE = schema.dtype_of(schema.IIDHead0)
+
+
+def _iid_records(iids: list[IID], first_key: int) -> list[bytes]:
+    """The IID records of keys ``first_key..``: heads built in one numpy array."""
+    n = len(iids)
+    domains = [i.domain for i in iids]
+    addresses = [i.address for i in iids]
+    heads = np.empty(n, dtype=_IID_HEAD_DTYPE)
+    heads["key"] = np.arange(first_key, first_key + n)
+    heads["domain_len"] = np.fromiter(map(len, domains), dtype=np.int64, count=n)
+    heads["address_len"] = np.fromiter(map(len, addresses), dtype=np.int64, count=n)
+    data = heads.tobytes()
+    size = _IID_HEAD_DTYPE.itemsize
+    return [data[j : j + size] + d + a for j, d, a in zip(range(0, n * size, size), domains, addresses)]
+
+
+def _bulk_seg_records(keys: np.ndarray, boxes: np.ndarray, ids: np.ndarray, payloads: list[bytes]) -> list[bytes]:
+    """Segment records of bulk-encoded segments (one region, or none when
+    ``ids`` is -1), heads built in one numpy array."""
+    n = keys.size
+    heads = np.zeros(n, dtype=_SEG_ONE_REGION)
+    has = ids >= 0
+    heads["seg"]["key"] = keys
+    heads["seg"]["region_count"] = has
+    bbox = heads["region"]["bbox"]
+    for i, name in enumerate(("minr", "minc", "maxr", "maxc")):
+        bbox[name] = boxes[:, i]
+    heads["region"]["codec"] = np.where(has, ids, 0)
+    heads["region"]["length"] = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+    data = heads.tobytes()
+    size = _SEG_ONE_REGION.itemsize
+    short = schema.dtype_of(schema.SegmentHead1).itemsize
+    records = [data[j : j + size] + p for j, p in zip(range(0, n * size, size), payloads)]
+    for i in np.flatnonzero(~has).tolist():
+        records[i] = data[i * size : i * size + short]
+    return records
+
 
 def write_v1(
     out: BinaryIO,
@@ -253,6 +363,11 @@ def write_v1(
     whichever is smaller (:class:`_SegmentEncoder`).  Sections are written meta, groups, codecs, lut, spatial and
     address indexes, iids, segs: everything a lazy reader needs first sits
     near the header, so remote readers find it with one or two range requests.
+
+    Segments added with :meth:`IIDFile.add` (the common case when building a
+    file) are encoded in bulk, :data:`_BULK_BATCH` at a time
+    (:meth:`_SegmentEncoder.bulk_regions`); the others (read from a file,
+    or huge) one by one.  Both give the same bytes.
     """
     from crc32c import crc32c
 
@@ -262,49 +377,64 @@ def write_v1(
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
     encoder = _SegmentEncoder(codec)
-    iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD1, schema.REGION_HEAD1
+    seg_head, reg_head = schema.SEG_HEAD1, schema.REGION_HEAD1
     iid_chunks: list[bytes] = []
     seg_chunks: list[bytes] = []
-    cols: dict[str, list[int]] = {k: [] for k in ("iid_len", "seg_len", "iid_crc", "seg_crc", "area")}
+    areas: list[int] = []
     boxes: list[tuple[int, int, int, int]] = []
     addresses: list[bytes] = []
     used: set[int] = set()
-    for key, (iid, seg) in enumerate(records):
-        if key >= count:
+    records = iter(records)
+    done = 0
+    while True:
+        batch = list(itertools.islice(records, _BULK_BATCH))
+        if not batch:
+            break
+        if done + len(batch) > count:
             raise ValueError("more records than announced")
-        rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
-        regions = encoder.regions(seg)
-        parts = [seg_head.pack(key, len(regions))]
-        for bbox, cid, payload in regions:
-            used.add(cid)
-            parts.append(reg_head.pack(*bbox, cid, 0, len(payload)))
-            parts.append(payload)
-        srec = b"".join(parts)
-        iid_chunks.append(rec)
-        seg_chunks.append(srec)
-        cols["iid_len"].append(len(rec))
-        cols["seg_len"].append(len(srec))
-        cols["iid_crc"].append(crc32c(rec))
-        cols["seg_crc"].append(crc32c(srec))
-        cols["area"].append(seg.area)
-        boxes.append(seg.bbox)
-        addresses.append(iid.address)
+        iids = [iid for iid, _ in batch]
+        segs = [seg for _, seg in batch]
+        iid_chunks += _iid_records(iids, done)
+        srecs: list[bytes | None] = [None] * len(segs)
+        bulk = [j for j, seg in enumerate(segs) if seg.source is not None and seg.source.size <= _SPLIT_PIXELS] if _BULK else []
+        if bulk:
+            bboxes, ids, payloads = encoder.bulk_regions([segs[j] for j in bulk])
+            sel = np.asarray(bulk, dtype=np.int64)
+            used.update(np.unique(ids[ids >= 0]).tolist())
+            for j, rec in zip(bulk, _bulk_seg_records(sel + done, bboxes, ids, payloads)):
+                srecs[j] = rec
+        for j, seg in enumerate(segs):
+            if srecs[j] is None:
+                regions = encoder.regions(seg)
+                parts = [seg_head.pack(done + j, len(regions))]
+                for bbox, cid, payload in regions:
+                    used.add(cid)
+                    parts.append(reg_head.pack(*bbox, cid, 0, len(payload)))
+                    parts.append(payload)
+                srecs[j] = b"".join(parts)
+        seg_chunks += srecs  # type: ignore[arg-type]
+        areas += [seg.area for seg in segs]
+        boxes += [seg.bbox for seg in segs]
+        addresses += [iid.address for iid in iids]
         if progress is not None:
-            progress(key)
-    if len(iid_chunks) != count:
-        raise ValueError(f"announced {count} records, got {len(iid_chunks)}")
+            for key in range(done, done + len(batch)):
+                progress(key)
+        done += len(batch)
+    if done != count:
+        raise ValueError(f"announced {count} records, got {done}")
 
     lut = np.zeros(count, dtype=schema.LUT1_DTYPE)
-    bbox_arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
-    for name, length in (("iid", "iid_len"), ("seg", "seg_len")):
-        lens = np.asarray(cols[length], dtype=np.uint64)
+    bbox_arr = np.fromiter(itertools.chain.from_iterable(boxes), np.int64, 4 * count).reshape(count, 4)
+    for name, chunks in (("iid", iid_chunks), ("seg", seg_chunks)):
+        lens = np.fromiter(map(len, chunks), dtype=np.uint64, count=count)
         lut[name]["length"] = lens
-        lut[name]["offset"] = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.uint64) if count else []
-    lut["area"] = np.asarray(cols["area"], dtype=np.uint64)
+        if count:
+            lut[name]["offset"][1:] = np.cumsum(lens)[:-1]
+    lut["area"] = np.fromiter(areas, dtype=np.uint64, count=count)
     for i, field in enumerate(("minr", "minc", "maxr", "maxc")):
         lut["bbox"][field] = bbox_arr[:, i]
-    lut["iid_crc"] = np.asarray(cols["iid_crc"], dtype=np.uint32)
-    lut["seg_crc"] = np.asarray(cols["seg_crc"], dtype=np.uint32)
+    lut["iid_crc"] = np.fromiter(map(crc32c, iid_chunks), dtype=np.uint32, count=count)
+    lut["seg_crc"] = np.fromiter(map(crc32c, seg_chunks), dtype=np.uint32, count=count)
     rows = lut.tobytes()
     step = schema.LUT_BLOCK * schema.LUT1_DTYPE.itemsize
     block_crcs = np.array([crc32c(rows[i : i + step]) for i in range(0, len(rows), step)], dtype=schema.BLOCK_CRC1_DTYPE)
@@ -320,9 +450,11 @@ def write_v1(
         (schema.SectionId.LUT, [rows, block_crcs.tobytes()]),
         (schema.SectionId.SPATIAL_INDEX, [spatial]),
         (schema.SectionId.ADDRESS_INDEX, [address]),
-        (schema.SectionId.IIDS, iid_chunks),
-        (schema.SectionId.SEGS, seg_chunks),
+        # One bytes object per section: one CRC call and one write each.
+        (schema.SectionId.IIDS, [b"".join(iid_chunks)]),
+        (schema.SectionId.SEGS, [b"".join(seg_chunks)]),
     ]
+    del iid_chunks, seg_chunks
     hsize = schema.header1_size(len(sections))
     table = []
     offset = _align(hsize)

@@ -16,9 +16,12 @@ or unregistered (the manager's ``generation`` changes).
 from __future__ import annotations
 
 import operator
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
 
 from ..errors import IIDCodecError, IIDPluginError
 from ..plugins.manager import BUILTIN_MODULE, IIDPluginManager, call_each, describe_plugin, get_plugin_manager
@@ -30,6 +33,8 @@ from .base import (
     MaskCodec,
     MaskCodecLike,
     as_mask,
+    decode_many,
+    encode_many,
 )
 
 __all__ = [
@@ -44,6 +49,11 @@ __all__ = [
     "encode_auto",
     "resolve_codec",
     "encoder_for",
+    "encode_auto_many",
+    "encoder_many_for",
+    "BulkEncoder",
+    "encode_many",
+    "decode_many",
     "builtin_codec_ids",
     "check_plugin_codecs",
 ]
@@ -321,3 +331,141 @@ def encoder_for(codec: CodecLike, candidates: Sequence[CodecLike] | None = None)
         return best_id, best
 
     return smallest
+
+
+def _builtin_kind(codec: Any) -> str | None:
+    """``"packbits"``, ``"rle"`` or ``"zstd"`` when ``codec`` is exactly an
+    instance of that built-in class (whose payloads the bulk encoder can
+    size or produce from the packed stream), else None.  Subclasses may
+    encode differently, so they take the generic path."""
+    t = type(codec)
+    module = sys.modules.get(t.__module__)
+    if module is None or not t.__module__.startswith(__name__ + "."):
+        return None
+    kinds = {"PackBitsCodec": "packbits", "RLECodec": "rle", "ZstdCodec": "zstd"}
+    kind = kinds.get(t.__name__)
+    return kind if kind is not None and getattr(module, t.__name__, None) is t else None
+
+
+_NEVER = np.iinfo(np.int64).max
+
+
+class BulkEncoder:
+    """Encodes many masks with one codec, or with ``"auto"``, per batch.
+
+    Built by :func:`encoder_many_for`; ``encoder(masks)`` returns
+    ``[(codec_id, payload), ...]``, exactly what :func:`encoder_for` gives
+    mask by mask.  The built-in codecs work from one packed stream of all
+    masks (:func:`~iidschema.codecs.packbits.pack_masks`) and their runs
+    (:func:`~iidschema.codecs.rle.runs_of_packed`).  For ``"auto"`` the
+    packbits and rle sizes are computed, not encoded (packbits: ``ceil(h*w/8)``;
+    rle: the LEB128 byte counts of the runs), zstd compresses only masks
+    where it can still win (:data:`~iidschema.codecs.zstd.MIN_FRAME_BYTES`),
+    and only the chosen payloads are materialised.  Other codecs are called
+    through their ``encode_many`` (or ``encode`` per mask).
+    """
+
+    def __init__(self, codec: CodecLike, candidates: Sequence[CodecLike] | None = None):
+        resolved = resolve_codec(codec)
+        if resolved is not None:
+            self.codecs = [resolved]
+            self.auto = False
+        else:
+            codecs = [resolve_codec(c) for c in (builtin_codec_ids() if candidates is None else candidates)]
+            if not codecs or any(c is None for c in codecs):
+                raise IIDCodecError("encode_auto needs at least one concrete candidate codec (not 'auto')")
+            codecs.sort(key=lambda c: c.id)
+            self.codecs = codecs
+            self.auto = True
+        self.kinds = [_builtin_kind(c) for c in self.codecs]
+
+    def __call__(self, masks: Sequence[Any]) -> list[tuple[int, bytes]]:
+        from .packbits import pack_masks
+
+        arrays = [as_mask(m) for m in masks]
+        needs_stream = any(k is not None for k in self.kinds)
+        pm = pack_masks(arrays) if needs_stream else None
+        ids, payloads = self.encode_packed(arrays, pm)
+        return list(zip(ids.tolist(), payloads))
+
+    def encode_packed(
+        self,
+        masks: Sequence[np.ndarray],
+        pm: Any,
+        runs: Any = None,
+        which: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """Codec ids (int64 array) and payloads of masks ``which`` (default:
+        all) of ``masks``, whose packed stream ``pm`` is given (it may be None
+        when no built-in codec is involved) and, optionally, their runs
+        (a :class:`~iidschema.codecs.rle.RunBatch`)."""
+        from .rle import RunBatch
+
+        which = np.arange(len(masks), dtype=np.int64) if which is None else np.asarray(which, dtype=np.int64)
+        m = which.size
+        if runs is None and "rle" in self.kinds:
+            runs = RunBatch.of(pm)
+
+        def payloads_of(k: int, sel: np.ndarray) -> list[bytes]:
+            kind, codec = self.kinds[k], self.codecs[k]
+            if kind == "packbits":
+                return pm.payloads(sel)
+            if kind == "rle":
+                return runs.payloads(sel)
+            if kind == "zstd":
+                return codec.compress_many(pm.payloads(sel))
+            return encode_many(codec, [masks[i] for i in sel.tolist()])
+
+        if not self.auto:
+            return np.full(m, self.codecs[0].id, dtype=np.int64), payloads_of(0, which)
+        sizes = np.full((len(self.codecs), m), _NEVER, dtype=np.int64)
+        best = np.full(m, _NEVER, dtype=np.int64)  # smallest size among lower ids
+        made: dict[int, tuple[np.ndarray, list[bytes]]] = {}
+        for k, kind in enumerate(self.kinds):
+            if kind == "packbits":
+                sizes[k] = (pm.starts[which + 1] - pm.starts[which])
+            elif kind == "rle":
+                sizes[k] = runs.sizes()[which]
+            else:
+                if kind == "zstd":
+                    from .zstd import MIN_FRAME_BYTES
+
+                    # zstd wins only when strictly smaller than the lower
+                    # ids; it is never below MIN_FRAME_BYTES (for a mask
+                    # with pixels; an empty one is 0 bytes in packbits).
+                    tried = np.flatnonzero(best > MIN_FRAME_BYTES)
+                else:
+                    tried = np.arange(m, dtype=np.int64)
+                payloads = payloads_of(k, which[tried])
+                made[k] = (tried, payloads)
+                sizes[k, tried] = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+            np.minimum(best, sizes[k], out=best)
+        choice = sizes.argmin(axis=0)  # the first minimum: lowest id on ties
+        ids = np.array([c.id for c in self.codecs], dtype=np.int64)[choice]
+        out: list[bytes] = [b""] * m
+        for k in range(len(self.codecs)):
+            chosen = np.flatnonzero(choice == k)
+            if not chosen.size:
+                continue
+            if k in made:
+                tried, payloads = made[k]
+                position = np.full(m, -1, dtype=np.int64)
+                position[tried] = np.arange(tried.size)
+                for i, p in zip(chosen.tolist(), position[chosen].tolist()):
+                    out[i] = payloads[p]
+            else:
+                for i, p in zip(chosen.tolist(), payloads_of(k, which[chosen])):
+                    out[i] = p
+        return ids, out
+
+
+def encoder_many_for(codec: CodecLike, candidates: Sequence[CodecLike] | None = None) -> BulkEncoder:
+    """A function ``masks -> [(codec_id, payload), ...]`` for a codec or
+    ``"auto"``: :func:`encoder_for` for many masks at once, with the same
+    choices and bytes (see :class:`BulkEncoder`)."""
+    return BulkEncoder(codec, candidates)
+
+
+def encode_auto_many(masks: Sequence[Any], candidates: Iterable[CodecLike] | None = None) -> list[tuple[int, bytes]]:
+    """:func:`encode_auto` of each mask, computed in bulk (same results)."""
+    return BulkEncoder("auto", None if candidates is None else list(candidates))(masks)

@@ -22,7 +22,7 @@ import abc
 import importlib
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,8 @@ __all__ = [
     "as_mask",
     "packed_size",
     "load_object",
+    "encode_many",
+    "decode_many",
 ]
 
 # The largest mask a decoder produces is the library's one limit,
@@ -101,8 +103,46 @@ class MaskCodec(abc.ABC):
     def decode(self, buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
         """Decode ``buffer`` into a 2-D bool array of exactly ``shape`` (bounded)."""
 
+    def encode_many(self, masks: Sequence[Any]) -> list[bytes]:
+        """``[encode(m) for m in masks]``; codecs override it when they can
+        encode many masks faster than one at a time (the built-ins do)."""
+        return [bytes(self.encode(m)) for m in masks]
+
+    def decode_many(self, buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """``[decode(b, s) for b, s in zip(buffers, shapes)]``, with the same checks."""
+        if len(buffers) != len(shapes):
+            raise IIDCodecError(f"decode_many needs one shape per buffer: {len(buffers)} buffers, {len(shapes)} shapes")
+        return [self.decode(b, s) for b, s in zip(buffers, shapes)]
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} codec {self.name!r} id={self.id}>"
+
+
+# Codecs are duck-typed (MaskCodecLike): a third-party codec need not have
+# the bulk methods, so the library calls them through these two functions.
+
+
+def encode_many(codec: Any, masks: Sequence[Any]) -> list[bytes]:
+    """Encode ``masks`` with ``codec``: its ``encode_many`` when it has one,
+    else one ``encode`` call per mask.  Always returns a list of ``bytes``."""
+    bulk = getattr(codec, "encode_many", None)
+    if bulk is None:
+        return [bytes(codec.encode(m)) for m in masks]
+    out = bulk(masks)
+    if len(out) != len(masks):
+        raise IIDCodecError(f"codec {codec!r}: encode_many returned {len(out)} payloads for {len(masks)} masks")
+    return [p if type(p) is bytes else bytes(p) for p in out]
+
+
+def decode_many(codec: Any, buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Decode ``buffers`` (one shape each) with ``codec``: its ``decode_many``
+    when it has one, else one ``decode`` call per buffer."""
+    if len(buffers) != len(shapes):
+        raise IIDCodecError(f"decode_many needs one shape per buffer: {len(buffers)} buffers, {len(shapes)} shapes")
+    bulk = getattr(codec, "decode_many", None)
+    if bulk is None:
+        return [codec.decode(b, s) for b, s in zip(buffers, shapes)]
+    return bulk(buffers, shapes)
 
 
 Loader = Union[str, Callable[[], Any]]

@@ -23,12 +23,30 @@ has to keep up with pycocotools' C implementation.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from ..errors import IIDCodecError
 from .base import MaskCodec, as_mask, check_shape
+from .packbits import PackedMasks, check_shapes, chunk_bounds, pack_masks
 
-__all__ = ["RLECodec", "MAX_VARINT_BYTES", "runs_of", "encode_varints", "decode_varints", "rle_encode", "rle_decode"]
+__all__ = [
+    "RLECodec",
+    "MAX_VARINT_BYTES",
+    "runs_of",
+    "runs_of_packed",
+    "varint_sizes",
+    "encode_varints",
+    "decode_varints",
+    "rle_encode",
+    "rle_decode",
+    "rle_encode_many",
+    "rle_decode_many",
+    "rle_payloads",
+    "rle_sizes",
+    "RunBatch",
+]
 
 #: Longest varint accepted: 9 bytes hold 63 bits, so values stay in int64.
 MAX_VARINT_BYTES = 9
@@ -44,6 +62,7 @@ _ALTERNATING = (np.arange(1 << 16) & 1).astype(np.bool_)
 # numpy scalars rather than Python ints), special-case one-byte varints, and
 # loop only over byte positions within a varint (at most 9), never over runs.
 _I1 = np.intp(1)
+_B1 = np.uint8(1)
 _B7 = np.uint8(7)
 _B127 = np.uint8(0x7F)
 _B128 = np.uint8(0x80)
@@ -61,23 +80,120 @@ def _alternating(n: int) -> np.ndarray:
 
 def runs_of(mask: np.ndarray) -> np.ndarray:
     """Run lengths (int64) of the row-major mask, starting with a False run."""
-    m = as_mask(mask)
+    m = mask if type(mask) is np.ndarray and mask.dtype == np.bool_ and mask.ndim == 2 else as_mask(mask)
     n = m.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # Pad the flattened mask with False in front and the negation of its last
-    # pixel behind: the changes of the padded sequence are then exactly the
-    # run boundaries 0 (only when pixel 0 is True, giving the zero-long first
-    # run) .. n (always), and the runs are their successive differences.
-    padded = np.empty(n + 2, dtype=np.bool_)
-    padded[0] = False
-    padded[1:-1].reshape(m.shape)[...] = m
-    padded[-1] = not padded[-2]
-    bounds = (padded[1:] != padded[:-1]).nonzero()[0]
-    runs = np.empty(bounds.size, dtype=np.int64)
-    runs[0] = bounds[0]
-    np.subtract(bounds[1:], bounds[:-1], out=runs[1:])
-    return runs
+    f = m.reshape(-1)
+    # Run boundaries: 0, then 0 again when pixel 0 is True (the zero-long
+    # first run), every position whose pixel differs from the one before,
+    # and n; the runs are their successive differences.
+    change = (f[1:] != f[:-1]).nonzero()[0]
+    lead = 2 if f[0] else 1
+    bounds = np.empty(change.size + lead + 1, dtype=np.int64)
+    bounds[:lead] = 0
+    np.add(change, _I1, out=bounds[lead:-1])
+    bounds[-1] = n
+    return bounds[1:] - bounds[:-1]
+
+
+#: Bytes of packed stream handled per step of :func:`runs_of_packed`: its
+#: temporaries (a few times the number of transitions) then stay in cache.
+RUNS_CHUNK_BYTES = 1 << 16
+
+
+def runs_of_packed(pm: PackedMasks) -> tuple[np.ndarray, np.ndarray]:
+    """Run lengths of every mask of ``pm``, computed on the packed stream.
+
+    Returns ``(runs, offsets)``: the runs of all masks concatenated (int64,
+    each mask's as :func:`runs_of` gives them) and ``len(pm) + 1`` offsets
+    into them.  No Python loop over masks or runs: the transitions are found
+    eight pixels per byte by XOR-ing the stream with itself shifted by one
+    bit, which is what makes bulk encoding cheap.
+    """
+    count = len(pm)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    pieces = []
+    cuts = chunk_bounds(pm.starts, RUNS_CHUNK_BYTES)
+    for a, b in zip(cuts, cuts[1:]):
+        runs = _runs_chunk(pm.packed[pm.starts[a] : pm.starts[b]], pm.starts[a : b + 1] - pm.starts[a], pm.pixels[a:b])
+        pieces.append(runs)
+    nruns = np.zeros(count, dtype=np.int64)
+    # A mask has one run more than transitions inside it, or none when empty;
+    # _runs_chunk returns the count per mask as its second item.
+    out = []
+    for (runs, per_mask), a, b in zip(pieces, cuts, cuts[1:]):
+        out.append(runs)
+        nruns[a:b] = per_mask
+    np.cumsum(nruns, out=offsets[1:])
+    return (np.concatenate(out) if out else np.zeros(0, np.int64)), offsets
+
+
+def _runs_chunk(x: np.ndarray, starts: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of consecutive masks packed in ``x`` (their ``starts`` relative to
+    it); returns the runs and the number of runs of each mask."""
+    count = pixels.size
+    # prev[j]: the byte before byte j, except 0 before each mask's first byte,
+    # so that a mask's first pixel "changes" exactly when it is True (the
+    # zero-long first run).  t = x XOR (x shifted right by one bit, the low
+    # bit of prev entering at the top): bit b of t is set where pixel b
+    # differs from pixel b - 1 of the same mask.
+    prev = np.empty_like(x)
+    if x.size:
+        prev[0] = 0
+        prev[1:] = x[:-1]
+        prev[starts[:-1][pixels > 0]] = 0
+    t = prev << _B7
+    t |= x >> _B1
+    t ^= x
+    # The padding bits after a mask are False: a True last pixel would show a
+    # transition into the padding there.  The mask's end is a boundary anyway.
+    end_bits = starts[:-1] * 8 + pixels
+    end_bits = end_bits[(pixels & 7) != 0]
+    t[end_bits >> 3] &= ~(_B128 >> (end_bits & 7).astype(np.uint8))
+    # (numpy's nonzero has a fast path for bool arrays only; unpackbits
+    # yields 0/1 bytes, so viewing them as bool is exact.)
+    nz = (t != 0).nonzero()[0]
+    bits = np.unpackbits(t[nz]).view(np.bool_).nonzero()[0]
+    changes = nz[bits >> 3] * 8 + (bits & 7)  # ascending bit positions
+    # Boundaries of mask i: its first bit s_i, its changes, its end s_i + n_i;
+    # laid out in one array with the changes of mask i at their own index
+    # plus 2i + 1, the mask's start just before and its end just after.
+    bit_starts = starts * 8
+    first_change = np.searchsorted(changes, bit_starts)
+    per_mask = first_change[1:] - first_change[:-1]
+    slot = first_change[:-1] + 2 * np.arange(count, dtype=np.int64)
+    bounds = np.empty(changes.size + 2 * count, dtype=np.int64)
+    bounds[slot] = bit_starts[:-1]
+    bounds[slot + per_mask + 1] = bit_starts[:-1] + pixels
+    keep = np.ones(bounds.size, dtype=np.bool_)
+    keep[slot] = False
+    keep[slot + per_mask + 1] = False
+    bounds[keep] = changes
+    diffs = bounds[1:] - bounds[:-1]
+    # Mask i owns the differences slot_i .. slot_i + per_mask_i (one more
+    # run than transitions) unless it is empty (no runs at all); the
+    # difference from one mask's end to the next mask's start is dropped.
+    keep = np.ones(diffs.size, dtype=np.bool_)
+    keep[(slot + per_mask + 1)[:-1]] = False
+    empty = pixels == 0
+    keep[slot[empty]] = False
+    per_mask += 1
+    per_mask[empty] = 0
+    return diffs[keep], per_mask
+
+
+def varint_sizes(values: np.ndarray) -> np.ndarray:
+    """Bytes of the unsigned LEB128 varint of each non-negative int64 (int64)."""
+    v = np.asarray(values, dtype=np.int64)
+    sizes = np.ones(v.size, dtype=np.int64)
+    if v.size:
+        top = int(v.max())
+        limit = 0x80
+        while top >= limit:
+            sizes += v >= limit
+            limit <<= 7
+    return sizes
 
 
 def encode_varints(values: np.ndarray) -> bytes:
@@ -212,6 +328,171 @@ def rle_decode(buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray
     return np.repeat(alternating, runs).reshape(h, w)
 
 
+def select_runs(runs: np.ndarray, offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs and offsets of masks ``which`` only (same layout as the input)."""
+    which = np.asarray(which, dtype=np.int64)
+    counts = offsets[which + 1] - offsets[which]
+    sel_offsets = np.zeros(which.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=sel_offsets[1:])
+    # index of run r of the selection: offsets[which[i]] + (r - sel_offsets[i])
+    shift = np.repeat(offsets[which] - sel_offsets[:-1], counts)
+    shift += np.arange(shift.size, dtype=np.int64)
+    return runs[shift], sel_offsets
+
+
+def rle_payloads(runs: np.ndarray, offsets: np.ndarray, which: np.ndarray | None = None) -> list[bytes]:
+    """The ``rle`` payloads of masks given by their runs (:func:`runs_of_packed`).
+
+    All varints are encoded with one :func:`encode_varints` call and cut at
+    the masks' byte offsets; ``which`` selects masks (default: all).
+    """
+    if which is not None:
+        runs, offsets = select_runs(runs, offsets, which)
+    sizes = varint_sizes(runs)
+    data = _encode_varints_sized(runs, sizes)
+    ends = np.zeros(runs.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=ends[1:])
+    bounds = ends[offsets].tolist()
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _encode_varints_sized(values: np.ndarray, sizes: np.ndarray) -> bytes:
+    """:func:`encode_varints` of non-negative ``values`` whose varint sizes
+    are known: byte ``j`` of every value longer than ``j`` bytes is scattered
+    to its place, one array operation per byte position (at most 9)."""
+    total = int(sizes.sum())
+    if total == values.size:  # all one byte
+        return values.astype(np.uint8).tobytes()
+    out = np.empty(total, dtype=np.uint8)
+    pos = np.cumsum(sizes) - sizes  # first byte of each varint
+    longer = sizes > 1
+    out[pos] = (values & _I127).astype(np.uint8) | (longer.view(np.uint8) << _B7)
+    j = 1
+    while True:
+        sel = np.flatnonzero(sizes > j)
+        if not sel.size:
+            break
+        v, s = values[sel] >> (7 * j), sizes[sel]
+        out[pos[sel] + j] = (v & _I127).astype(np.uint8) | ((s > j + 1).view(np.uint8) << _B7)
+        j += 1
+    return out.tobytes()
+
+
+def rle_sizes(runs: np.ndarray, offsets: np.ndarray, vsizes: np.ndarray | None = None) -> np.ndarray:
+    """Exact byte size of each mask's ``rle`` payload, without encoding it
+    (``vsizes``: :func:`varint_sizes` of ``runs``, when already known)."""
+    ends = np.zeros(runs.size + 1, dtype=np.int64)
+    np.cumsum(varint_sizes(runs) if vsizes is None else vsizes, out=ends[1:])
+    return ends[offsets[1:]] - ends[offsets[:-1]]
+
+
+class RunBatch:
+    """The runs of many masks (:func:`runs_of_packed`) with what the bulk
+    encoders derive from them, computed once: per-mask ``rle`` sizes."""
+
+    __slots__ = ("runs", "offsets", "_sizes")
+
+    def __init__(self, runs: np.ndarray, offsets: np.ndarray):
+        self.runs = runs
+        self.offsets = offsets
+        self._sizes: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, pm: PackedMasks) -> "RunBatch":
+        return cls(*runs_of_packed(pm))
+
+    def sizes(self) -> np.ndarray:
+        """Byte size of each mask's ``rle`` payload."""
+        if self._sizes is None:
+            self._sizes = rle_sizes(self.runs, self.offsets)
+        return self._sizes
+
+    def payloads(self, which: np.ndarray | None = None) -> list[bytes]:
+        """The ``rle`` payloads of masks ``which`` (default: all)."""
+        return rle_payloads(self.runs, self.offsets, which)
+
+
+def rle_encode_many(masks: Sequence[Any] | PackedMasks) -> list[bytes]:
+    """``[rle_encode(m) for m in masks]`` with a fixed number of numpy calls
+    per chunk of masks instead of per mask."""
+    pm = masks if isinstance(masks, PackedMasks) else pack_masks(masks)
+    return rle_payloads(*runs_of_packed(pm))
+
+
+def rle_decode_many(buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """``[rle_decode(b, s) for b, s in zip(buffers, shapes)]``, in one pass.
+
+    The buffers are parsed together, with the checks of :func:`rle_decode`
+    applied per buffer (no varint may run into the next buffer; a zero run
+    only first in its buffer; each buffer's runs add up to its ``h*w``), all
+    before the output is allocated.  Raises :class:`IIDCodecError` naming
+    the first bad buffer.  The masks are views of one array.
+    """
+    dims = check_shapes(shapes, len(buffers))
+    count = len(dims)
+    if not count:
+        return []
+    joined = b"".join(buffers)
+    lengths = np.fromiter((len(b) if type(b) is bytes else memoryview(b).nbytes for b in buffers), dtype=np.int64, count=count)
+    bstart = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bstart[1:])
+    npix = np.array([h * w for h, w in dims], dtype=np.int64) if count else np.zeros(0, np.int64)
+
+    def bad(index: int, why: str) -> IIDCodecError:
+        h, w = dims[index]
+        return IIDCodecError(f"rle payload {index} (a {h}x{w} mask): {why}")
+
+    buf = np.frombuffer(joined, dtype=np.uint8)
+    nonempty = lengths > 0
+    last_bytes = buf[bstart[1:][nonempty] - 1]
+    if last_bytes.size and last_bytes.max() >= 0x80:
+        first = int(np.flatnonzero(nonempty)[np.argmax(last_bytes >= 0x80)])
+        raise bad(first, "ends inside a varint (truncated)")
+    ends = (buf < _B128).nonzero()[0]  # the last byte of each varint
+    nvar = ends.size
+    vlen = np.empty(nvar, dtype=np.int64)
+    if nvar:
+        vlen[0] = ends[0] + 1
+        np.subtract(ends[1:], ends[:-1], out=vlen[1:])
+    owner_first = np.searchsorted(ends, bstart)  # first varint of each buffer
+    per_buffer = np.diff(owner_first)
+    owner = np.repeat(np.arange(count, dtype=np.int64), per_buffer)
+    k = int(vlen.max()) if nvar else 0
+    if k > MAX_VARINT_BYTES:
+        raise bad(int(owner[np.argmax(vlen > MAX_VARINT_BYTES)]), f"holds a varint of more than {MAX_VARINT_BYTES} bytes")
+    x = (buf & _B127).astype(np.int64)
+    values = x[ends]
+    for j in range(1, k):
+        np.bitwise_or(values << _I7, x[ends - j], out=values, where=vlen > j)
+    # Zero last byte: a zero run (one byte), or a non-canonical varint.
+    zero = buf[ends] == 0
+    if zero.any():
+        is_first = np.zeros(nvar, dtype=np.bool_)
+        is_first[owner_first[:-1][per_buffer > 0]] = True
+        wrong = zero & ((vlen > 1) | ~is_first)
+        if wrong.any():
+            raise bad(int(owner[np.argmax(wrong)]), "holds a zero-length run after the first, or a non-canonical varint")
+    if 7 * k + nvar.bit_length() >= 63:
+        # Absurd payloads only (sums could overflow int64): exact, one by one.
+        return [rle_decode(b, d) for b, d in zip(buffers, dims)]
+    totals = np.zeros(nvar + 1, dtype=np.int64)
+    np.cumsum(values, out=totals[1:])
+    sums = totals[owner_first[1:]] - totals[owner_first[:-1]]
+    wrong = (sums != npix) | ((per_buffer > 0) != (npix > 0))
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise bad(i, f"holds {int(per_buffer[i])} runs adding up to {int(sums[i])} pixels, the mask has {int(npix[i])}")
+    parity = np.arange(nvar, dtype=np.int64)
+    parity -= np.repeat(owner_first[:-1], per_buffer)
+    flat = np.repeat((parity & 1).astype(np.bool_), values)
+    out = []
+    pos = 0
+    for (h, w), n in zip(dims, npix.tolist()):
+        out.append(flat[pos : pos + n].reshape(h, w))
+        pos += n
+    return out
+
+
 class RLECodec(MaskCodec):
     """Run lengths of the row-major mask as LEB128 varints (small for blobs)."""
 
@@ -224,3 +505,15 @@ class RLECodec(MaskCodec):
 
     def decode(self, buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
         return rle_decode(buffer, shape)
+
+    def encode_many(self, masks: Sequence[Any]) -> list[bytes]:
+        """``[encode(m) for m in masks]``, vectorised across masks."""
+        if type(self).encode is not RLECodec.encode:  # a subclass encoding differently
+            return super().encode_many(masks)
+        return rle_encode_many(masks)
+
+    def decode_many(self, buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """``[decode(b, s) for b, s in zip(buffers, shapes)]``, same checks, one pass."""
+        if type(self).decode is not RLECodec.decode:
+            return super().decode_many(buffers, shapes)
+        return rle_decode_many(buffers, shapes)

@@ -20,17 +20,25 @@ so that merely listing codecs never imports it.
 from __future__ import annotations
 
 import threading
+from typing import Any, Sequence
 
 import numpy as np
 import zstandard
 
 from ..errors import IIDCodecError
 from .base import MaskCodec, check_shape, packed_size
-from .packbits import pack, unpack
+from .packbits import PackedMasks, check_shapes, pack, pack_masks, unpack
 
-__all__ = ["ZstdCodec", "DEFAULT_LEVEL"]
+__all__ = ["ZstdCodec", "DEFAULT_LEVEL", "MIN_FRAME_BYTES"]
 
 DEFAULT_LEVEL = 3
+
+#: No zstd payload of a mask with pixels is shorter: magic (4) + frame
+#: header descriptor (1) + the smallest content size field (1) + one block
+#: header (3) + at least one byte of block content (an RLE block's byte).
+#: ``codec="auto"`` skips compressing where another codec is already this
+#: small, because zstd cannot win there.
+MIN_FRAME_BYTES = 10
 
 _MAGIC = b"\x28\xb5\x2f\xfd"
 #: A block never regenerates more than this (RFC 8878, Block_Maximum_Size).
@@ -77,14 +85,18 @@ class ZstdCodec(MaskCodec):
 
     :param level: zstd compression level used by :meth:`encode` (decoding
         does not depend on it).
+    :param threads: threads :meth:`encode_many` compresses with (zstandard's
+        ``multi_compress_to_buffer``; -1: one per CPU, 0: the calling thread
+        only).  The frames are the same whatever it is.
     """
 
     id = 2
     name = "zstd"
     description = "packbits compressed as one Zstandard frame with its content size (level 3)"
 
-    def __init__(self, level: int = DEFAULT_LEVEL):
+    def __init__(self, level: int = DEFAULT_LEVEL, threads: int = -1):
         self.level = int(level)
+        self.threads = int(threads)
         # zstandard's (de)compressor objects are not safe to share between
         # threads, and creating one costs more than compressing a small mask:
         # keep one of each per thread.
@@ -106,6 +118,39 @@ class ZstdCodec(MaskCodec):
 
     def encode(self, mask: np.ndarray) -> bytes:
         return self._compressor().compress(pack(mask))
+
+    def compress_many(self, payloads: Sequence[bytes]) -> list[bytes]:
+        """``[compressor.compress(p) for p in payloads]`` in one call into
+        zstandard (``multi_compress_to_buffer``: the same frames, without a
+        Python round trip per payload)."""
+        if not payloads:
+            return []
+        compressor = self._compressor()
+        # multi_compress_to_buffer refuses empty sources (empty masks): those
+        # are compressed one by one.
+        full = [i for i, p in enumerate(payloads) if len(p)]
+        if len(full) < len(payloads):
+            out = [compressor.compress(b"")] * len(payloads)
+            for i, frame in zip(full, self.compress_many([payloads[i] for i in full])):
+                out[i] = frame
+            return out
+        # Small batches are not worth waking threads for.
+        threads = self.threads if len(payloads) >= 256 else 0
+        frames = compressor.multi_compress_to_buffer(list(payloads), threads=threads)
+        return [bytes(f) for f in frames]
+
+    def encode_many(self, masks: Sequence[Any] | PackedMasks) -> list[bytes]:
+        """``[encode(m) for m in masks]``: one packing pass, one compression call."""
+        if type(self).encode is not ZstdCodec.encode:  # a subclass encoding differently
+            return super().encode_many(masks)
+        pm = masks if isinstance(masks, PackedMasks) else pack_masks(masks)
+        return self.compress_many(pm.payloads())
+
+    def decode_many(self, buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """``[decode(b, s) for b, s in zip(buffers, shapes)]`` (each frame is
+        checked on its own before it is decompressed)."""
+        dims = check_shapes(shapes, len(buffers))
+        return [self.decode(b, d) for b, d in zip(buffers, dims)]
 
     def decode(self, buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
         h, w = check_shape(shape)
