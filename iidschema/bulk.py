@@ -16,8 +16,8 @@ error (section, offset) it always did.
 
 Decoding is eager only where it cannot amplify: segments are decoded now
 while the batch has produced at most :data:`EAGER_PIXELS_PER_BYTE` pixels
-per payload byte (plus a constant), and only if their regions do not
-overlap much.  Others (a hostile file's 20-byte frame claiming a gigapixel,
+per payload byte (plus a constant, and at most :data:`EAGER_MAX_PIXELS`),
+and only if their regions do not overlap much.  Others (a hostile file's 20-byte frame claiming a gigapixel,
 or legitimately huge, very compressible masks) decode on ``mask()`` one
 region at a time, as before.  A batch owns a copy of the
 records' bytes, so its entries stay usable after the file is closed.
@@ -39,7 +39,7 @@ from .model import IID, Region, Regions, Segment
 if TYPE_CHECKING:  # pragma: no cover
     from .reader import Reader
 
-__all__ = ["IIDBatch", "SegmentBatch", "BULK_MIN", "EAGER_PIXELS_PER_BYTE", "EAGER_MIN_PIXELS", "EAGER_OVERLAP"]
+__all__ = ["IIDBatch", "SegmentBatch", "BULK_MIN", "EAGER_PIXELS_PER_BYTE", "EAGER_MIN_PIXELS", "EAGER_MAX_PIXELS", "EAGER_OVERLAP"]
 
 #: Below this many records the one-record path is as fast; the bulk path
 #: starts here.
@@ -52,6 +52,10 @@ BULK_MIN = 32
 #: ``fetch()`` at all.
 EAGER_PIXELS_PER_BYTE = 64
 EAGER_MIN_PIXELS = 2**24
+#: ... and never beyond this many pixels (2 GiB of masks) in one fetch: a
+#: fetch of everything in a very large file must not hold every mask of it
+#: decoded before any is used.
+EAGER_MAX_PIXELS = 2**31
 #: A segment whose regions' pixels add up to more than this many times its
 #: own is not decoded eagerly either (overlapping regions must not multiply
 #: memory).
@@ -356,7 +360,7 @@ def _decode(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np
     # Never above the library's mask limit (read now: users may raise it);
     # such segments fail on mask() exactly as when read one by one.
     eager = (pix <= EAGER_OVERLAP * seg_pix + 64) & (count > 0) & (seg_pix <= _masks.MAX_MASK_PIXELS)
-    budget = EAGER_PIXELS_PER_BYTE * int(rplen.sum()) + EAGER_MIN_PIXELS
+    budget = min(EAGER_PIXELS_PER_BYTE * int(rplen.sum()) + EAGER_MIN_PIXELS, EAGER_MAX_PIXELS)
     eager &= np.cumsum(np.where(eager, pix, 0)) <= budget
     rbuf = np.full(rseg.size, -1, dtype=np.int64)
     rstart = np.zeros(rseg.size, dtype=np.int64)

@@ -242,3 +242,15 @@ def test_decode_flat_packbits_length_checked() -> None:
     codec = get_codec("packbits")
     with pytest.raises(IIDCodecError):
         decode_flat(codec, b"\x00\x00\x00", np.array([0]), np.array([3]), np.array([3]), np.array([3]))
+
+
+def test_eager_decoding_is_capped(monkeypatch: Any) -> None:
+    """Past EAGER_MAX_PIXELS, segments are left to mask() (same masks)."""
+    data = _workload_file(1)
+    expected = read_all(data, 10**9, monkeypatch)
+    monkeypatch.setattr(bulk, "EAGER_MAX_PIXELS", 2000)
+    f = iidschema.IIDFile(data)
+    entries = f.fetch(everything=True)
+    states = [e.seg._batch.sbuf[e.seg._bi] for e in entries]
+    assert bulk.SegmentBatch.LAZY in states and any(s != bulk.SegmentBatch.LAZY for s in states)
+    assert read_all(data, 1, monkeypatch) == expected
