@@ -249,6 +249,7 @@ def test_eager_decoding_is_capped(monkeypatch: Any) -> None:
     data = _workload_file(1)
     expected = read_all(data, 10**9, monkeypatch)
     monkeypatch.setattr(bulk, "EAGER_MAX_PIXELS", 2000)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1)
     f = iidschema.IIDFile(data)
     entries = f.fetch(everything=True)
     states = [e.seg._batch.sbuf[e.seg._bi] for e in entries]
