@@ -298,7 +298,13 @@ def decode_varints(buffer: bytes | memoryview) -> np.ndarray:
 
 def rle_encode(mask: np.ndarray) -> bytes:
     """Encode a mask in the ``rle`` byte format."""
-    return encode_varints(runs_of(mask))
+    m = mask if type(mask) is np.ndarray and mask.dtype == np.bool_ and mask.ndim == 2 else as_mask(mask)
+    runs = runs_of(m)
+    # One byte per run when no run exceeds 127 (always so for masks of at
+    # most 127 pixels): skip encode_varints' general path.
+    if m.size <= 0x7F or int(runs[runs.argmax()]) <= 0x7F:
+        return runs.astype(np.uint8).tobytes()
+    return encode_varints(runs)
 
 
 def rle_decode(buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
@@ -309,6 +315,17 @@ def rle_decode(buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray
     """
     h, w = check_shape(shape)
     n = h * w
+    buf = np.frombuffer(buffer, dtype=np.uint8)
+    size = buf.size
+    if n and 0 < size <= _ALTERNATING.size and buf[buf.argmax()] < _B128:
+        # Fast path, every varint one byte (runs below 128): the values are
+        # the bytes; only the first may be 0.
+        if np.count_nonzero(buf[1:]) != size - 1:
+            raise IIDCodecError("rle payload holds a zero-length run after the first")
+        total = int(buf.sum(dtype=np.int64))
+        if total != n:
+            raise IIDCodecError(f"rle payload decodes to {total} pixels, the {h}x{w} mask has {n}")
+        return np.repeat(_ALTERNATING[:size], buf).reshape(h, w)
     runs, k = _decode_runs(buffer)
     count = runs.size
     if not count or not n:
