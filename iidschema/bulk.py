@@ -98,24 +98,63 @@ def copy_records(reader: "Reader", offs: np.ndarray, lens: np.ndarray, section: 
 
 
 class IIDBatch:
-    """The IID records of many keys, checked; :class:`IID` objects on demand."""
+    """The IID records of many keys, checked; :class:`IID` objects on demand.
 
-    __slots__ = ("raw", "keys", "dstart", "dlen", "alen")
+    Record ``i``'s domain is ``raw[dstart[i] : dstart[i] + dlen[i]]``, its
+    address the ``alen[i]`` bytes after it.
+    """
+
+    __slots__ = ("raw", "keys", "dstart", "dlen", "alen", "_lists")
 
     def __init__(self, raw: bytes, keys: np.ndarray, dstart: np.ndarray, dlen: np.ndarray, alen: np.ndarray):
         self.raw = raw
-        self.keys = keys.tolist()
-        self.dstart = dstart.tolist()
-        self.dlen = dlen.tolist()
-        self.alen = alen.tolist()
+        self.keys, self.dstart, self.dlen, self.alen = keys, dstart, dlen, alen
+        self._lists: tuple[list, list, list, list] | None = None
 
     def iid(self, i: int) -> IID:
-        d = self.dstart[i]
-        a = d + self.dlen[i]
+        if self._lists is None:  # Python ints once, for the many calls that follow
+            self._lists = (self.keys.tolist(), self.dstart.tolist(), self.dlen.tolist(), self.alen.tolist())
+        keys, dstart, dlen, alen = self._lists
+        d = dstart[i]
+        a = d + dlen[i]
         raw = self.raw
         iid = IID.__new__(IID)
-        iid.key, iid.domain, iid.address = self.keys[i], raw[d:a], raw[a : a + self.alen[i]]
+        iid.key, iid.domain, iid.address = keys[i], raw[d:a], raw[a : a + alen[i]]
         return iid
+
+    def find(self, addresses: set[bytes]) -> np.ndarray:
+        """Indices of the records whose address may be in ``addresses``: a
+        superset, found without making a Python object per record.
+
+        Records are compared on (length, first 8 bytes, last 8 bytes) with
+        numpy; callers check the candidates' addresses exactly.  Addresses
+        that share all three with a wanted one only cost an extra check.
+        """
+        if not addresses or self.keys.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        u8 = np.frombuffer(bytes(8) + self.raw + bytes(8), dtype=np.uint8)
+        start = self.dstart + self.dlen + 8  # the address, in the padded buffer
+        mine = _ends(u8, start, self.alen)
+        wanted = [bytes(8) + a + bytes(8) for a in addresses]
+        w = np.concatenate([np.frombuffer(x, dtype=np.uint8) for x in wanted])
+        wlen = np.array([len(a) for a in addresses], dtype=np.int64)
+        wstart = _exclusive_cumsum(wlen + 16)[:-1] + 8
+        theirs = _ends(w, wstart, wlen)
+        return np.flatnonzero(np.isin(mine, theirs))
+
+
+def _ends(u8: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """(length, first 8 bytes, last 8 bytes) of each byte string
+    ``u8[start:start+length]`` as one structured key (bytes outside a string
+    shorter than 8 are zeroed); ``u8`` has 8 bytes of room on both sides."""
+    u64 = np.dtype("<u8")
+    short = np.minimum(length, 8).astype(np.uint64)
+    keep = np.where(short == 8, np.uint64(2**64 - 1), (np.uint64(1) << (short * np.uint64(8))) - np.uint64(1))
+    first = _gather(u8, start, u64) & keep
+    last = _gather(u8, start + length - 8, u64) >> ((np.uint64(8) - short) * np.uint64(8))
+    out = np.empty(length.size, dtype=[("n", "<i8"), ("first", "<u8"), ("last", "<u8")])
+    out["n"], out["first"], out["last"] = length, first, last
+    return out
 
 
 def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch | None:

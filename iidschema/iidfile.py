@@ -372,6 +372,7 @@ class IIDFile:
         new = np.arange(self._disk_count, self._count, dtype=np.int64)
         if candidates is None:
             keys = self._group_keys(groups) if groups is not None else self._all_keys()
+            keys = self._narrow_by_address(keys, wanted)
         elif groups is None:
             keys = np.concatenate([candidates, new])  # disk keys all precede added ones
         else:
@@ -385,6 +386,19 @@ class IIDFile:
                     entry.seg
                 out.append(entry)
         return out
+
+    def _narrow_by_address(self, keys: np.ndarray, wanted: set[bytes]) -> np.ndarray:
+        """``keys`` less on-disk entries whose address cannot be wanted, for
+        files without an address index: the IID records are read in bulk
+        and compared with numpy, so only candidates become entries."""
+        on_disk = keys < self._disk_count
+        if self._reader is None or int(on_disk.sum()) < bulk.BULK_MIN:
+            return keys
+        disk = keys[on_disk]
+        batch = bulk.iid_batch(self._reader, disk)
+        if batch is None:
+            return keys
+        return np.concatenate([disk[batch.find(wanted)], keys[~on_disk]])
 
     def filter(
         self,

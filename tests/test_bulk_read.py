@@ -255,3 +255,26 @@ def test_eager_decoding_is_capped(monkeypatch: Any) -> None:
     states = [e.seg._batch.sbuf[e.seg._bi] for e in entries]
     assert bulk.SegmentBatch.LAZY in states and any(s != bulk.SegmentBatch.LAZY for s in states)
     assert read_all(data, 1, monkeypatch) == expected
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    addresses=st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\x02", b"")) | st.sampled_from([b"", b"obj-1", b"obj-12", b"obj-1" * 5]),
+                       min_size=1, max_size=40),
+    wanted=st.lists(st.binary(max_size=20) | st.sampled_from([b"", b"obj-1", b"obj-12", b"obj-1" * 5]), max_size=6),
+    version=st.sampled_from([0, 1]),
+)
+def test_look_for_without_index_matches_brute_force(addresses: list, wanted: list, version: int, monkeypatch_module: Any) -> None:
+    """Files without an address index narrow candidates with numpy
+    (IIDBatch.find); the answer must be exactly the brute-force one."""
+    monkeypatch_module.setattr(bulk, "BULK_MIN", 1)
+    f = iidschema.IIDFile()
+    for i, a in enumerate(addresses):
+        f.add(a, b"d%d" % (i % 2), (0, 0, 1, 1), np.ones((1, 1), bool))
+    path = Path(f"/tmp/iidschema-lookfor-{version}.iid")
+    f.save(path, version=version)
+    g = iidschema.IIDFile(path)
+    g._reader.lookup = lambda addresses: None  # as a file without an address index
+    got = [e.key for e in g.look_for(wanted)] if wanted else []
+    assert got == [k for k, a in enumerate(addresses) if a in set(wanted)]
+    g.close()
