@@ -17,7 +17,8 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .masks import split_regions, tight_bbox, tight_bboxes_of_runs
+from .codecs.packbits import pack_masks
+from .masks import split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -91,28 +92,47 @@ def write_v0(
     iid_lens = np.zeros(count, dtype=np.int64)
     seg_lens = np.zeros(count, dtype=np.int64)
     n = 0
-    for key, (iid, seg) in enumerate(records):
-        if key >= count:
-            raise ValueError("more records than announced")
-        rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
-        if max(seg.bbox) > schema.MAX_COORD_V0 or min(seg.bbox) < 0:
-            raise IIDLimitError(
-                f"entry {key}: bbox {seg.bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
-            )
-        if seg.area > schema.MAX_U32:
-            raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
-        parts = [seg_head.pack(key, *seg.bbox, seg.area)]
-        for bbox, payload in _components_v0(seg):
-            parts.append(reg_head.pack(reg_head.size + len(payload), *bbox))
-            parts.append(payload)
-        srec = b"".join(parts)
-        iid_chunks.append(rec)
-        seg_chunks.append(srec)
-        iid_lens[key] = len(rec)
-        seg_lens[key] = len(srec)
-        n += 1
-        if progress is not None:
-            progress(key)
+    records = iter(records)
+    while True:
+        batch = list(itertools.islice(records, _BULK_BATCH))
+        if not batch:
+            break
+        # Segments added with IIDFile.add (a source mask): their components
+        # are labelled together (split_regions_many) and packed together;
+        # the others (read from a file) region by region.
+        split = [j for j, (_, seg) in enumerate(batch) if seg.source is not None and seg.components] if _BULK else []
+        found: dict[int, list[tuple[tuple[int, int, int, int], bytes]]] = {}
+        if split:
+            segs = [batch[j][1] for j in split]
+            parts_of = split_regions_many([seg.source for seg in segs], [(seg.bbox[0], seg.bbox[1]) for seg in segs])
+            flat = [m for parts in parts_of for _, m in parts]
+            payloads = iter(pack_masks(flat).payloads() if flat else [])
+            for j, parts in zip(split, parts_of):
+                found[j] = [(bbox, next(payloads)) for bbox, _ in parts]
+        for j, (iid, seg) in enumerate(batch):
+            key = n
+            if key >= count:
+                raise ValueError("more records than announced")
+            rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
+            if max(seg.bbox) > schema.MAX_COORD_V0 or min(seg.bbox) < 0:
+                raise IIDLimitError(
+                    f"entry {key}: bbox {seg.bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
+                )
+            if seg.area > schema.MAX_U32:
+                raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
+            parts = [seg_head.pack(key, *seg.bbox, seg.area)]
+            regions = found.get(j)
+            for bbox, payload in (regions if regions is not None else _components_v0(seg)):
+                parts.append(reg_head.pack(reg_head.size + len(payload), *bbox))
+                parts.append(payload)
+            srec = b"".join(parts)
+            iid_chunks.append(rec)
+            seg_chunks.append(srec)
+            iid_lens[key] = len(rec)
+            seg_lens[key] = len(srec)
+            n += 1
+            if progress is not None:
+                progress(key)
     if n != count:
         raise ValueError(f"announced {count} records, got {n}")
 

@@ -285,3 +285,34 @@ def test_bulk_writer_with_a_third_party_codec(monkeypatch: pytest.MonkeyPatch, t
     out2 = io.BytesIO()
     writer.write_v1(out2, records, len(records), {}, None, codec=_Transposed())
     assert out.getvalue() == out2.getvalue()
+
+
+# -- version 0: components labelled together -----------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(f=iid_files(version=0, max_entries=8, max_side=40))
+def test_v0_batched_components_write_the_same_bytes(f: IIDFile) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        batched = serialise(f, 0)
+        mp.setattr(writer, "_BULK", False)
+        one_by_one = serialise(f, 0)
+    assert batched == one_by_one
+
+
+def test_split_regions_many_equals_split_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iidschema import masks as masks_mod
+    from iidschema.masks import split_regions, split_regions_many
+
+    rng = np.random.default_rng(6)
+    ms = [rng.random((int(h), int(w))) < rng.choice([0.05, 0.3, 0.6]) for h, w in rng.integers(0, 50, (400, 2))]
+    ms += [np.ones((5, 2000), bool), np.ones((3000, 3), bool), np.zeros((0, 5), bool), np.zeros((4, 4), bool)]
+    origins = [(int(r), int(c)) for r, c in rng.integers(0, 5000, (len(ms), 2))]
+    for width, pixels in ((masks_mod.CANVAS_WIDTH, masks_mod.CANVAS_PIXELS), (64, 64 * 64)):  # many canvases too
+        monkeypatch.setattr(masks_mod, "CANVAS_WIDTH", width)
+        monkeypatch.setattr(masks_mod, "CANVAS_PIXELS", pixels)
+        got = split_regions_many(ms, origins)
+        for m, origin, parts in zip(ms, origins, got):
+            want = split_regions(m, origin)
+            assert [b for b, _ in parts] == [b for b, _ in want]
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(parts, want))
