@@ -17,7 +17,6 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .codecs.packbits import pack_masks
 from .masks import split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
@@ -103,6 +102,8 @@ def write_v0(
         split = [j for j, (_, seg) in enumerate(batch) if seg.source is not None and seg.components] if _BULK else []
         found: dict[int, list[tuple[tuple[int, int, int, int], bytes]]] = {}
         if split:
+            from .codecs.packbits import pack_masks  # not at import: listing codecs imports none
+
             segs = [batch[j][1] for j in split]
             parts_of = split_regions_many([seg.source for seg in segs], [(seg.bbox[0], seg.bbox[1]) for seg in segs])
             flat = [m for parts in parts_of for _, m in parts]
