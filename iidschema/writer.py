@@ -219,7 +219,6 @@ class _SegmentEncoder:
         # rle or packbits, so "auto" does not try them there.
         self.encode_small = self.encode if self.fixed is not None else encoder_for("auto", [0, 1])
         self.bulk = encoder_many_for(codec)
-        self.bulk_small = self.bulk if self.fixed is not None else encoder_many_for("auto", [0, 1])
 
     def _encode(self, mask: np.ndarray) -> tuple[int, bytes]:
         small = schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED
@@ -266,20 +265,20 @@ class _SegmentEncoder:
             return [whole]
         return split
 
-    def _encode_packed(self, masks: list[np.ndarray], pm: Any, runs: Any, which: np.ndarray, ids: np.ndarray, out: list) -> None:
-        """Encode masks ``which`` of a packed batch into ``ids``/``out``
-        (indexed like ``which``'s values), small ones without zstd."""
+    def _encode_packed(self, masks: list[np.ndarray], pm: Any, runs: Any, which: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+        """Codec ids and payloads of masks ``which`` of a packed batch
+        (:meth:`regions`' choice: small masks never try zstd)."""
         from .codecs.rle import RunBatch
 
         if runs is None:
             runs = RunBatch.of(pm)
+        if self.fixed is not None:
+            return self.bulk.encode_packed(masks, pm, runs, which)
         small = (pm.starts[which + 1] - pm.starts[which]) <= _ZSTD_MIN_PACKED
-        for sel, encoder in ((which[small], self.bulk_small), (which[~small], self.bulk)):
-            if sel.size:
-                got, payloads = encoder.encode_packed(masks, pm, runs, sel)
-                ids[sel] = got
-                for i, p in zip(sel.tolist(), payloads):
-                    out[i] = p
+        # encode_small is "auto" over packbits and rle (ids 0, 1): the same as
+        # "auto" with every other candidate excluded on small masks.
+        exclude = {c.id: small for c in self.bulk.codecs if c.id not in (0, 1)}
+        return self.bulk.encode_packed(masks, pm, runs, which, exclude=exclude)
 
     def bulk_regions(self, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
         """:meth:`regions` of many segments built by :meth:`IIDFile.add` (whose ``source`` is a C-contiguous bool mask shaped like the bbox) of at most :data:`_SPLIT_PIXELS` pixels at once.
@@ -304,8 +303,9 @@ class _SegmentEncoder:
         nonempty = tight[:, 0] >= 0
         whole = nonempty & (tight[:, 0] == 0) & (tight[:, 1] == 0) & (tight[:, 2] == shapes[:, 0]) & (tight[:, 3] == shapes[:, 1])
         ids = np.full(n, -1, dtype=np.int64)
-        out: list[bytes] = [b""] * n
-        self._encode_packed(masks, pm, runs, np.flatnonzero(whole), ids, out)
+        whole_idx = np.flatnonzero(whole)
+        got, payloads = self._encode_packed(masks, pm, runs, whole_idx)
+        ids[whole_idx] = got
         cut = np.flatnonzero(nonempty & ~whole)
         if cut.size:
             crops = [
@@ -313,12 +313,15 @@ class _SegmentEncoder:
                 for i, (r0, c0, r1, c1) in zip(cut.tolist(), tight[cut].tolist())
             ]
             pm2 = pack_masks(crops, tight[cut, 2:] - tight[cut, :2])
-            ids2 = np.full(cut.size, -1, dtype=np.int64)
-            out2: list[bytes] = [b""] * cut.size
-            self._encode_packed(crops, pm2, None, np.arange(cut.size, dtype=np.int64), ids2, out2)
-            ids[cut] = ids2
-            for i, p in zip(cut.tolist(), out2):
-                out[i] = p
+            got2, payloads2 = self._encode_packed(crops, pm2, None, np.arange(cut.size, dtype=np.int64))
+            ids[cut] = got2
+            payloads += payloads2
+        # Payloads in segment order: whole masks, then crops, then the empty.
+        empty = np.flatnonzero(~nonempty)
+        payloads += [b""] * empty.size
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.concatenate((whole_idx, cut, empty))] = np.arange(n)
+        out = [payloads[r] for r in rank.tolist()]
         boxes = tight + origin[:, [0, 1, 0, 1]]
         return boxes, ids, out
 

@@ -19,7 +19,7 @@ import operator
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -394,11 +394,17 @@ class BulkEncoder:
         pm: Any,
         runs: Any = None,
         which: np.ndarray | None = None,
+        exclude: Mapping[int, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, list[bytes]]:
         """Codec ids (int64 array) and payloads of masks ``which`` (default:
         all) of ``masks``, whose packed stream ``pm`` is given (it may be None
         when no built-in codec is involved) and, optionally, their runs
-        (a :class:`~iidschema.codecs.rle.RunBatch`)."""
+        (a :class:`~iidschema.codecs.rle.RunBatch`).
+
+        :param exclude: for ``"auto"``: codec id -> bool array over ``which``
+            of the masks that codec must not be tried on (the writer does
+            not try zstd on small masks).
+        """
         from .rle import RunBatch
 
         which = np.arange(len(masks), dtype=np.int64) if which is None else np.asarray(which, dtype=np.int64)
@@ -422,41 +428,50 @@ class BulkEncoder:
         best = np.full(m, _NEVER, dtype=np.int64)  # smallest size among lower ids
         made: dict[int, tuple[np.ndarray, list[bytes]]] = {}
         for k, kind in enumerate(self.kinds):
+            skip = None if exclude is None else exclude.get(self.codecs[k].id)
             if kind == "packbits":
-                sizes[k] = (pm.starts[which + 1] - pm.starts[which])
+                sizes[k] = pm.starts[which + 1] - pm.starts[which]
             elif kind == "rle":
                 sizes[k] = runs.sizes()[which]
             else:
+                candidates = np.ones(m, dtype=np.bool_) if skip is None else ~skip
                 if kind == "zstd":
                     from .zstd import MIN_FRAME_BYTES
 
                     # zstd wins only when strictly smaller than the lower
                     # ids; it is never below MIN_FRAME_BYTES (for a mask
                     # with pixels; an empty one is 0 bytes in packbits).
-                    tried = np.flatnonzero(best > MIN_FRAME_BYTES)
-                else:
-                    tried = np.arange(m, dtype=np.int64)
+                    candidates &= best > MIN_FRAME_BYTES
+                tried = np.flatnonzero(candidates)
                 payloads = payloads_of(k, which[tried])
                 made[k] = (tried, payloads)
                 sizes[k, tried] = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+            if skip is not None:
+                sizes[k, skip] = _NEVER
             np.minimum(best, sizes[k], out=best)
         choice = sizes.argmin(axis=0)  # the first minimum: lowest id on ties
         ids = np.array([c.id for c in self.codecs], dtype=np.int64)[choice]
-        out: list[bytes] = [b""] * m
+        # Gather every chosen payload into one list, then put it in mask
+        # order with one permutation.
+        order_parts: list[np.ndarray] = []
+        gathered: list[bytes] = []
         for k in range(len(self.codecs)):
             chosen = np.flatnonzero(choice == k)
             if not chosen.size:
                 continue
+            order_parts.append(chosen)
             if k in made:
                 tried, payloads = made[k]
                 position = np.full(m, -1, dtype=np.int64)
                 position[tried] = np.arange(tried.size)
-                for i, p in zip(chosen.tolist(), position[chosen].tolist()):
-                    out[i] = payloads[p]
+                gathered += [payloads[p] for p in position[chosen].tolist()]
             else:
-                for i, p in zip(chosen.tolist(), payloads_of(k, which[chosen])):
-                    out[i] = p
-        return ids, out
+                gathered += payloads_of(k, which[chosen])
+        if not order_parts:
+            return ids, []
+        rank = np.empty(m, dtype=np.int64)
+        rank[np.concatenate(order_parts)] = np.arange(m)
+        return ids, [gathered[r] for r in rank.tolist()]
 
 
 def encoder_many_for(codec: CodecLike, candidates: Sequence[CodecLike] | None = None) -> BulkEncoder:
