@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IIDLimitError
 
-__all__ = ["as_bool_mask", "split_regions", "split_regions_many", "sorted_unique", "tight_bbox", "tight_bboxes_of_runs", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+__all__ = ["as_bool_mask", "split_regions", "split_regions_many", "sorted_unique", "tight_bbox", "tight_bboxes_of_runs", "single_component_of_runs", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
 
 #: Largest mask (in pixels) decoded or composed without the caller raising
 #: this limit.  A region or segment bbox is only a claim made by the file: a
@@ -255,6 +255,69 @@ def _tight_step(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray, out: 
 
 
 _ALT = (np.arange(1 << 17) & 1).astype(np.uint8)
+
+
+def single_component_of_runs(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Which masks certainly hold exactly one 8-connected component (bool),
+    from their row-major runs (as :func:`tight_bboxes_of_runs` takes them).
+
+    A sufficient test, exact where it says True: every row between the first
+    and the last set row holds one segment of set pixels, and each segment
+    touches the next row's (8-connectivity: their column ranges overlap or
+    meet diagonally).  Convex blobs and lines pass; a mask that fails (U
+    shapes, several islands, empty masks) simply goes through labelling.
+    Such a mask's only component is the mask cropped to its tight bbox, which
+    is what lets the version-0 writer skip ``ndimage.label`` for most masks.
+
+    A True run ``[a, b)`` (flat, relative to its mask of width ``w``) covers
+    rows ``a // w`` .. ``(b - 1) // w``; spanning two rows it is connected
+    when its two pieces meet (``a % w <= (b - 1) % w + 1``), spanning more a
+    full row links them.
+    """
+    count = offsets.size - 1
+    out = np.zeros(count, dtype=np.bool_)
+    nruns = offsets[1:] - offsets[:-1]
+    ntrue = nruns >> 1
+    has = ntrue > 0
+    if not has.any():
+        return out
+    flip = np.repeat((offsets[:-1] & 1).astype(np.uint8), nruns)
+    flip ^= _ALT[: runs.size] if runs.size <= _ALT.size else (np.arange(runs.size) & 1).astype(np.uint8)
+    true = flip.view(np.bool_)
+    ends = np.cumsum(runs)
+    base = np.zeros(count, dtype=np.int64)
+    first = offsets[:-1][nruns > 0]
+    base[nruns > 0] = ends[first] - runs[first]
+    ends = ends[true]
+    ends -= np.repeat(base, ntrue)
+    starts = ends - runs[true]
+    w = np.repeat(widths, ntrue)
+    ra = starts // w
+    rb = (ends - 1) // w
+    ca = starts - ra * w  # column of the first pixel
+    cb = ends - 1 - rb * w  # column of the last pixel
+    span = rb - ra
+    # Segment of the run in its first row and in its last row (inclusive).
+    first_end = np.where(span == 0, cb, w - 1)
+    last_start = np.where(span == 0, ca, 0)
+    ok = (span != 1) | (ca <= cb + 1)
+    # Consecutive True runs of the same mask: the next starts on the row
+    # after this one ends, and the two segments touch.
+    nxt_ok = (ra[1:] == rb[:-1] + 1) & (last_start[:-1] <= first_end[1:] + 1) & (ca[1:] <= cb[:-1] + 1)
+    # Pairs that straddle two masks do not count: mark them fine.
+    head = np.zeros(count, dtype=np.int64)
+    np.cumsum(ntrue[:-1], out=head[1:])
+    boundary = head[has][1:] - 1  # last True run of each mask but the last
+    pair_ok = np.ones(max(ntrue.sum() - 1, 0), dtype=np.bool_)
+    if pair_ok.size:
+        pair_ok[:] = nxt_ok
+        pair_ok[boundary] = True
+    bad = ~ok
+    bad[:-1] |= ~pair_ok
+    # A mask passes when none of its True runs is bad (bad per run, summed).
+    bad_count = np.add.reduceat(bad.astype(np.int64), head[has])
+    out[has] = bad_count == 0
+    return out
 
 
 def compose_mask(bbox: BBox, regions: Iterable[tuple[BBox, np.ndarray]]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .masks import split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
+from .masks import single_component_of_runs, split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -67,6 +67,48 @@ def _components_v0(seg: Segment) -> Iterator[tuple[tuple[int, int, int, int], by
         yield bbox, bytes(packbits.encode(mask))
 
 
+def _components_v0_many(segs: list[Segment]) -> list[list[tuple[tuple[int, int, int, int], bytes]]]:
+    """:func:`_components_v0` of many segments built by :meth:`IIDFile.add`.
+
+    All masks are packed and their runs found at once; a mask that certainly
+    is one 8-connected component (:func:`single_component_of_runs`: convex
+    blobs, lines) is its own only region, the mask cropped to its tight bbox;
+    the others are labelled together (:func:`split_regions_many`).  The
+    payloads are packed in bulk.  Same regions, bboxes and bytes as
+    :func:`split_regions` region by region.
+    """
+    from .codecs.packbits import pack_masks  # not at import: listing codecs imports none
+    from .codecs.rle import runs_of_packed
+
+    n = len(segs)
+    masks = [s.source for s in segs]
+    origin = np.fromiter(itertools.chain.from_iterable([s.bbox for s in segs]), np.int64, 4 * n).reshape(n, 4)
+    shapes = origin[:, 2:] - origin[:, :2]
+    pm = pack_masks(masks, shapes)
+    runs, offsets = runs_of_packed(pm)
+    tight = tight_bboxes_of_runs(runs, offsets, pm.widths)
+    single = single_component_of_runs(runs, offsets, pm.widths)
+    out: list[list[tuple[tuple[int, int, int, int], bytes]]] = [[] for _ in range(n)]
+    one = np.flatnonzero(single)
+    whole = one[(tight[one, 0] == 0) & (tight[one, 1] == 0) & (tight[one, 2] == shapes[one, 0]) & (tight[one, 3] == shapes[one, 1])]
+    cut = np.setdiff1d(one, whole, assume_unique=True)
+    boxes = (tight + origin[:, [0, 1, 0, 1]]).tolist()
+    for i, payload in zip(whole.tolist(), pm.payloads(whole)):
+        out[i] = [(tuple(boxes[i]), payload)]
+    if cut.size:
+        crops = [np.ascontiguousarray(masks[i][r0:r1, c0:c1]) for i, (r0, c0, r1, c1) in zip(cut.tolist(), tight[cut].tolist())]
+        for i, payload in zip(cut.tolist(), pack_masks(crops, tight[cut, 2:] - tight[cut, :2]).payloads()):
+            out[i] = [(tuple(boxes[i]), payload)]
+    rest = np.flatnonzero(~single & (tight[:, 0] >= 0)).tolist()
+    if rest:
+        parts_of = split_regions_many([masks[i] for i in rest], [(int(origin[i, 0]), int(origin[i, 1])) for i in rest])
+        flat = [m for parts in parts_of for _, m in parts]
+        payloads = iter(pack_masks(flat).payloads() if flat else [])
+        for i, parts in zip(rest, parts_of):
+            out[i] = [(bbox, next(payloads)) for bbox, _ in parts]
+    return out
+
+
 def write_v0(
     out: BinaryIO,
     records: Iterable[Record],
@@ -85,55 +127,84 @@ def write_v0(
     """
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 0 holds at most {schema.MAX_U32} entries, got {count}")
-    iid_head, seg_head, reg_head = schema.IID_HEAD0, schema.SEG_HEAD0, schema.REGION_HEAD0
     iid_chunks: list[bytes] = []
     seg_chunks: list[bytes] = []
     iid_lens = np.zeros(count, dtype=np.int64)
     seg_lens = np.zeros(count, dtype=np.int64)
     n = 0
     records = iter(records)
+    seg_size, reg_size = _SEG_HEAD0_DTYPE.itemsize, _REGION_HEAD0_DTYPE.itemsize
     while True:
         batch = list(itertools.islice(records, _BULK_BATCH))
         if not batch:
             break
-        # Segments added with IIDFile.add (a source mask): their components
-        # are labelled together (split_regions_many) and packed together;
-        # the others (read from a file) region by region.
-        split = [j for j, (_, seg) in enumerate(batch) if seg.source is not None and seg.components] if _BULK else []
-        found: dict[int, list[tuple[tuple[int, int, int, int], bytes]]] = {}
-        if split:
-            from .codecs.packbits import pack_masks  # not at import: listing codecs imports none
-
-            segs = [batch[j][1] for j in split]
-            parts_of = split_regions_many([seg.source for seg in segs], [(seg.bbox[0], seg.bbox[1]) for seg in segs])
-            flat = [m for parts in parts_of for _, m in parts]
-            payloads = iter(pack_masks(flat).payloads() if flat else [])
-            for j, parts in zip(split, parts_of):
-                found[j] = [(bbox, next(payloads)) for bbox, _ in parts]
-        for j, (iid, seg) in enumerate(batch):
-            key = n
-            if key >= count:
-                raise ValueError("more records than announced")
-            rec = iid_head.pack(key, len(iid.domain), len(iid.address)) + iid.domain + iid.address
+        nb = len(batch)
+        if n + nb > count:
+            raise ValueError("more records than announced")
+        iids = [iid for iid, _ in batch]
+        segs = [seg for _, seg in batch]
+        # The limits first, before any encoding: the first entry that does
+        # not fit is named, as the one-by-one writer did.
+        boxes = np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4)
+        areas = np.fromiter([seg.area for seg in segs], np.int64, nb)
+        bad = (boxes > schema.MAX_COORD_V0).any(axis=1) | (boxes < 0).any(axis=1) | (areas > schema.MAX_U32)
+        if bad.any():
+            j = int(np.argmax(bad))
+            key, seg = n + j, segs[j]
             if max(seg.bbox) > schema.MAX_COORD_V0 or min(seg.bbox) < 0:
                 raise IIDLimitError(
                     f"entry {key}: bbox {seg.bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
                 )
-            if seg.area > schema.MAX_U32:
-                raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
-            parts = [seg_head.pack(key, *seg.bbox, seg.area)]
-            regions = found.get(j)
-            for bbox, payload in (regions if regions is not None else _components_v0(seg)):
-                parts.append(reg_head.pack(reg_head.size + len(payload), *bbox))
-                parts.append(payload)
-            srec = b"".join(parts)
-            iid_chunks.append(rec)
-            seg_chunks.append(srec)
-            iid_lens[key] = len(rec)
-            seg_lens[key] = len(srec)
-            n += 1
-            if progress is not None:
+            raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
+        # Segments added with IIDFile.add (a source mask): their components
+        # are labelled together (split_regions_many) and packed together;
+        # the others (read from a file) region by region.
+        split = [j for j, seg in enumerate(segs) if seg.source is not None and seg.components] if _BULK else []
+        regions_of: list[list[tuple[tuple[int, int, int, int], bytes]] | None] = [None] * nb
+        if split:
+            for j, regions in zip(split, _components_v0_many([segs[j] for j in split])):
+                regions_of[j] = regions
+        for j, seg in enumerate(segs):
+            if regions_of[j] is None:
+                regions_of[j] = list(_components_v0(seg))
+        # Record heads for the whole batch in numpy, then one join.
+        counts = np.fromiter(map(len, regions_of), np.int64, nb)  # type: ignore[arg-type]
+        regions = [r for rs in regions_of for r in rs]  # type: ignore[union-attr]
+        nr = len(regions)
+        rboxes = np.fromiter(itertools.chain.from_iterable([b for b, _ in regions]), np.int64, 4 * nr).reshape(nr, 4)
+        plens = np.fromiter([len(p) for _, p in regions], np.int64, nr)
+        if nr and (rboxes.max() > schema.MAX_COORD_V0 or rboxes.min() < 0 or plens.max() + reg_size > schema.MAX_U32):
+            raise IIDLimitError("a region does not fit version 0 (uint16 coordinates, uint32 length); save as version 1")
+        heads = np.zeros(nb, dtype=_SEG_HEAD0_DTYPE)
+        heads["key"] = np.arange(n, n + nb)
+        rheads = np.zeros(nr, dtype=_REGION_HEAD0_DTYPE)
+        rheads["len"] = plens + reg_size
+        for i, name in enumerate(("minr", "minc", "maxr", "maxc")):
+            heads["bbox"][name] = boxes[:, i]
+            rheads["bbox"][name] = rboxes[:, i]
+        heads["area"] = areas
+        hdata, rdata = heads.tobytes(), rheads.tobytes()
+        pieces: list[bytes] = []
+        r = 0
+        for j, c in enumerate(counts.tolist()):
+            pieces.append(hdata[j * seg_size : (j + 1) * seg_size])
+            for _, payload in regions[r : r + c]:
+                pieces.append(rdata[r * reg_size : (r + 1) * reg_size])
+                pieces.append(payload)
+                r += 1
+        seg_chunks.append(b"".join(pieces))
+        per_region = np.zeros(nr + 1, dtype=np.int64)
+        np.cumsum(plens + reg_size, out=per_region[1:])
+        ends = np.zeros(nb + 1, dtype=np.int64)
+        np.cumsum(counts, out=ends[1:])
+        seg_lens[n : n + nb] = seg_size + per_region[ends[1:]] - per_region[ends[:-1]]
+        recs = _iid_records(iids, n)
+        iid_chunks.append(b"".join(recs))
+        iid_lens[n : n + nb] = np.fromiter(map(len, recs), np.int64, nb)
+        if progress is not None:
+            for key in range(n, n + nb):
                 progress(key)
+        n += nb
     if n != count:
         raise ValueError(f"announced {count} records, got {n}")
 
@@ -330,6 +401,8 @@ class _SegmentEncoder:
 #: (their layouts come from the declarations in :mod:`iidschema.schema`).
 _SEG_ONE_REGION = np.dtype([("seg", schema.dtype_of(schema.SegmentHead1)), ("region", schema.dtype_of(schema.RegionHead1))])
 _IID_HEAD_DTYPE = schema.dtype_of(schema.IIDHead0)
+_SEG_HEAD0_DTYPE = schema.dtype_of(schema.SegmentHead0)
+_REGION_HEAD0_DTYPE = schema.dtype_of(schema.RegionHead0)
 
 
 def _iid_records(iids: list[IID], first_key: int) -> list[bytes]:

@@ -316,3 +316,38 @@ def test_split_regions_many_equals_split_regions(monkeypatch: pytest.MonkeyPatch
             want = split_regions(m, origin)
             assert [b for b, _ in parts] == [b for b, _ in want]
             assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(parts, want))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ms=st.lists(masks(max_side=12), max_size=10))
+def test_single_component_test_is_never_wrong(ms: list[np.ndarray]) -> None:
+    from scipy import ndimage
+
+    from iidschema.masks import single_component_of_runs
+
+    pm = pack_masks(ms)
+    runs, offsets = runs_of_packed(pm)
+    single = single_component_of_runs(runs, offsets, pm.widths)
+    for m, one in zip(ms, single):
+        if one:
+            assert ndimage.label(m, structure=np.ones((3, 3), bool))[1] == 1
+
+
+def test_single_component_examples() -> None:
+    from iidschema.masks import single_component_of_runs
+
+    yy, xx = np.mgrid[:21, :21]
+    cases = {
+        "disc": (((yy - 10) ** 2 + (xx - 10) ** 2) < 80, True),
+        "diagonal": (np.eye(9, dtype=bool), True),
+        "anti-diagonal": (np.eye(9, dtype=bool)[::-1].copy(), True),
+        "row-end to next row start": (np.array([[0, 0, 1], [1, 0, 0]], bool), False),
+        "two blobs in a row": (np.array([[1, 0, 1]], bool), False),
+        "gap row": (np.array([[1], [0], [1]], bool), False),
+        "empty": (np.zeros((3, 3), bool), False),
+        "U": (np.array([[1, 0, 1], [1, 1, 1]], bool), False),  # one component, but not provably so here
+    }
+    ms = [m for m, _ in cases.values()]
+    pm = pack_masks(ms)
+    got = single_component_of_runs(*runs_of_packed(pm), pm.widths)
+    assert dict(zip(cases, got.tolist())) == {k: v for k, (_, v) in cases.items()}
