@@ -336,20 +336,21 @@ class _SegmentEncoder:
             return [whole]
         return split
 
-    def _encode_packed(self, masks: list[np.ndarray], pm: Any, runs: Any, which: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
-        """Codec ids and payloads of masks ``which`` of a packed batch
-        (:meth:`regions`' choice: small masks never try zstd)."""
+    def _encode_packed(self, masks: list[np.ndarray], pm: Any, runs: Any, which: np.ndarray) -> Callable[[], tuple[np.ndarray, list[bytes]]]:
+        """Start encoding masks ``which`` of a packed batch (:meth:`regions`'
+        choice: small masks never try zstd); the function returned gives the
+        codec ids and payloads (:meth:`BulkEncoder.start_packed`)."""
         from .codecs.rle import RunBatch
 
         if runs is None:
             runs = RunBatch.of(pm)
         if self.fixed is not None:
-            return self.bulk.encode_packed(masks, pm, runs, which)
+            return self.bulk.start_packed(masks, pm, runs, which)
         small = (pm.starts[which + 1] - pm.starts[which]) <= _ZSTD_MIN_PACKED
         # encode_small is "auto" over packbits and rle (ids 0, 1): the same as
         # "auto" with every other candidate excluded on small masks.
         exclude = {c.id: small for c in self.bulk.codecs if c.id not in (0, 1)}
-        return self.bulk.encode_packed(masks, pm, runs, which, exclude=exclude)
+        return self.bulk.start_packed(masks, pm, runs, which, exclude=exclude)
 
     def bulk_regions(self, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
         """:meth:`regions` of many segments built by :meth:`IIDFile.add` (whose ``source`` is a C-contiguous bool mask shaped like the bbox) of at most :data:`_SPLIT_PIXELS` pixels at once.
@@ -375,16 +376,22 @@ class _SegmentEncoder:
         whole = nonempty & (tight[:, 0] == 0) & (tight[:, 1] == 0) & (tight[:, 2] == shapes[:, 0]) & (tight[:, 3] == shapes[:, 1])
         ids = np.full(n, -1, dtype=np.int64)
         whole_idx = np.flatnonzero(whole)
-        got, payloads = self._encode_packed(masks, pm, runs, whole_idx)
-        ids[whole_idx] = got
+        # zstd compresses the whole masks in the background while the crops
+        # are made, packed and measured here.
+        finish_whole = self._encode_packed(masks, pm, runs, whole_idx)
         cut = np.flatnonzero(nonempty & ~whole)
+        finish_cut = None
         if cut.size:
             crops = [
                 np.ascontiguousarray(masks[i][r0:r1, c0:c1])
                 for i, (r0, c0, r1, c1) in zip(cut.tolist(), tight[cut].tolist())
             ]
             pm2 = pack_masks(crops, tight[cut, 2:] - tight[cut, :2])
-            got2, payloads2 = self._encode_packed(crops, pm2, None, np.arange(cut.size, dtype=np.int64))
+            finish_cut = self._encode_packed(crops, pm2, None, np.arange(cut.size, dtype=np.int64))
+        got, payloads = finish_whole()
+        ids[whole_idx] = got
+        if finish_cut is not None:
+            got2, payloads2 = finish_cut()
             ids[cut] = got2
             payloads += payloads2
         # Payloads in segment order: whole masks, then crops, then the empty.

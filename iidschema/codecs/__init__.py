@@ -349,6 +349,22 @@ def _builtin_kind(codec: Any) -> str | None:
 
 _NEVER = np.iinfo(np.int64).max
 
+#: zstd batches at least this large are compressed in the background thread.
+_BACKGROUND_MIN = 256
+_EXECUTOR: Any = None
+
+
+def _executor() -> Any:
+    """One background thread for bulk zstd compression (created on first use)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        with _LOCK:
+            if _EXECUTOR is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-zstd")
+    return _EXECUTOR
+
 
 class BulkEncoder:
     """Encodes many masks with one codec, or with ``"auto"``, per batch.
@@ -405,6 +421,21 @@ class BulkEncoder:
             of the masks that codec must not be tried on (the writer does
             not try zstd on small masks).
         """
+        return self.start_packed(masks, pm, runs, which, exclude)()
+
+    def start_packed(
+        self,
+        masks: Sequence[np.ndarray],
+        pm: Any,
+        runs: Any = None,
+        which: np.ndarray | None = None,
+        exclude: Mapping[int, np.ndarray] | None = None,
+    ) -> Callable[[], tuple[np.ndarray, list[bytes]]]:
+        """:meth:`encode_packed` in two halves: this call does the work up to
+        zstd compression, which runs in a background thread (zstandard
+        releases the GIL), and returns a function that waits for it and
+        finishes.  A writer does other work (the next batch of masks) in
+        between; the results are the same."""
         from .rle import RunBatch
 
         which = np.arange(len(masks), dtype=np.int64) if which is None else np.asarray(which, dtype=np.int64)
@@ -423,10 +454,12 @@ class BulkEncoder:
             return encode_many(codec, [masks[i] for i in sel.tolist()])
 
         if not self.auto:
-            return np.full(m, self.codecs[0].id, dtype=np.int64), payloads_of(0, which)
+            result = (np.full(m, self.codecs[0].id, dtype=np.int64), payloads_of(0, which))
+            return lambda: result
         sizes = np.full((len(self.codecs), m), _NEVER, dtype=np.int64)
         best = np.full(m, _NEVER, dtype=np.int64)  # smallest size among lower ids
         made: dict[int, tuple[np.ndarray, list[bytes]]] = {}
+        pending: dict[int, tuple[np.ndarray, Any]] = {}
         for k, kind in enumerate(self.kinds):
             skip = None if exclude is None else exclude.get(self.codecs[k].id)
             if kind == "packbits":
@@ -443,12 +476,32 @@ class BulkEncoder:
                     # with pixels; an empty one is 0 bytes in packbits).
                     candidates &= best > MIN_FRAME_BYTES
                 tried = np.flatnonzero(candidates)
+                if kind == "zstd" and tried.size >= _BACKGROUND_MIN:
+                    # Only zstd's own pruning reads ``best``, so its sizes
+                    # can wait until finish().
+                    pending[k] = (tried, _executor().submit(payloads_of, k, which[tried]))
+                    continue
                 payloads = payloads_of(k, which[tried])
                 made[k] = (tried, payloads)
                 sizes[k, tried] = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
             if skip is not None:
                 sizes[k, skip] = _NEVER
             np.minimum(best, sizes[k], out=best)
+        return lambda: self._finish(m, which, sizes, made, pending, payloads_of)
+
+    def _finish(
+        self,
+        m: int,
+        which: np.ndarray,
+        sizes: np.ndarray,
+        made: dict[int, tuple[np.ndarray, list[bytes]]],
+        pending: dict[int, tuple[np.ndarray, Any]],
+        payloads_of: Callable[[int, np.ndarray], list[bytes]],
+    ) -> tuple[np.ndarray, list[bytes]]:
+        for k, (tried, future) in pending.items():
+            payloads = future.result()
+            made[k] = (tried, payloads)
+            sizes[k, tried] = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
         choice = sizes.argmin(axis=0)  # the first minimum: lowest id on ties
         ids = np.array([c.id for c in self.codecs], dtype=np.int64)[choice]
         # Gather every chosen payload into one list, then put it in mask
