@@ -351,3 +351,18 @@ def test_single_component_examples() -> None:
     pm = pack_masks(ms)
     got = single_component_of_runs(*runs_of_packed(pm), pm.widths)
     assert dict(zip(cases, got.tolist())) == {k: v for k, (_, v) in cases.items()}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_bulk_auto_works_in_a_forked_child() -> None:
+    """zstd compresses in a background thread; a forked child must get its own."""
+    import os
+
+    rng = np.random.default_rng(7)
+    ms = [rng.random((30, 30)) < 0.02 for _ in range(600)]  # enough for the background path
+    want = encode_auto_many(ms)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0 if encode_auto_many(ms) == want else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -352,17 +352,25 @@ _NEVER = np.iinfo(np.int64).max
 #: zstd batches at least this large are compressed in the background thread.
 _BACKGROUND_MIN = 256
 _EXECUTOR: Any = None
+_EXECUTOR_PID = 0
 
 
 def _executor() -> Any:
-    """One background thread for bulk zstd compression (created on first use)."""
-    global _EXECUTOR
-    if _EXECUTOR is None:
+    """One background thread for bulk zstd compression (created on first use).
+
+    A forked child inherits the executor but not its thread, and would wait
+    forever on it: a new one is made per process.
+    """
+    global _EXECUTOR, _EXECUTOR_PID
+    import os
+
+    if _EXECUTOR is None or _EXECUTOR_PID != os.getpid():
         with _LOCK:
-            if _EXECUTOR is None:
+            if _EXECUTOR is None or _EXECUTOR_PID != os.getpid():
                 from concurrent.futures import ThreadPoolExecutor
 
                 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-zstd")
+                _EXECUTOR_PID = os.getpid()
     return _EXECUTOR
 
 
