@@ -366,3 +366,21 @@ def test_bulk_auto_works_in_a_forked_child() -> None:
         os._exit(0 if encode_auto_many(ms) == want else 3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.binary(max_size=12), st.integers(0, 9), st.integers(0, 9)), max_size=5),
+    name=st.sampled_from(BUILTINS),
+)
+def test_decode_many_of_garbage_agrees_with_decode(items: list[tuple[bytes, int, int]], name: str) -> None:
+    codec = get_codec(name)
+    buffers = [memoryview(b) for b, _, _ in items]  # any bytes-like input
+    shapes = [(h, w) for _, h, w in items]
+    try:
+        want = [codec.decode(b, s) for b, s in zip(buffers, shapes)]
+    except IIDCodecError:
+        with pytest.raises(IIDCodecError):
+            codec.decode_many(buffers, shapes)
+    else:
+        _same_masks(codec.decode_many(buffers, shapes), want)
