@@ -404,6 +404,32 @@ class _SegmentEncoder:
         return boxes, ids, out
 
 
+#: Bulk segments below this many are encoded in the calling thread only.
+_PARALLEL_MIN = 4096
+_POOL: Any = None
+_POOL_PID = 0
+
+
+def _bulk_regions_parallel(encoder: _SegmentEncoder, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """:meth:`_SegmentEncoder.bulk_regions` of ``segs``, in two halves on two
+    threads when there are two CPUs: most of the work is numpy calls on
+    large arrays and zstd compression, which release the GIL.  The halves
+    are independent and joined in order, so the result is the same."""
+    global _POOL, _POOL_PID
+    if len(segs) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+        return encoder.bulk_regions(segs)
+    if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-encode")
+        _POOL_PID = os.getpid()
+    half = len(segs) // 2
+    second = _POOL.submit(encoder.bulk_regions, segs[half:])
+    boxes, ids, payloads = encoder.bulk_regions(segs[:half])
+    boxes2, ids2, payloads2 = second.result()
+    return np.concatenate((boxes, boxes2)), np.concatenate((ids, ids2)), payloads + payloads2
+
+
 #: One segment record holding exactly one region: the two heads back to back
 #: (their layouts come from the declarations in :mod:`iidschema.schema`).
 _SEG_ONE_REGION = np.dtype([("seg", schema.dtype_of(schema.SegmentHead1)), ("region", schema.dtype_of(schema.RegionHead1))])
@@ -502,7 +528,7 @@ def write_v1(
         srecs: list[bytes | None] = [None] * len(segs)
         bulk = [j for j, seg in enumerate(segs) if seg.source is not None and seg.source.size <= _SPLIT_PIXELS] if _BULK else []
         if bulk:
-            bboxes, ids, payloads = encoder.bulk_regions([segs[j] for j in bulk])
+            bboxes, ids, payloads = _bulk_regions_parallel(encoder, [segs[j] for j in bulk])
             sel = np.asarray(bulk, dtype=np.int64)
             used.update(np.unique(ids[ids >= 0]).tolist())
             for j, rec in zip(bulk, _bulk_seg_records(sel + done, bboxes, ids, payloads)):

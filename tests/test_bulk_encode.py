@@ -253,8 +253,10 @@ def test_bulk_writer_writes_the_same_bytes(f: IIDFile, codec: str) -> None:
     assert bulk == one_by_one
 
 
-def test_bulk_writer_batches_and_odd_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("parallel_min", [10**9, 2])  # one thread; two halves on two threads
+def test_bulk_writer_batches_and_odd_segments(monkeypatch: pytest.MonkeyPatch, parallel_min: int) -> None:
     monkeypatch.setattr(writer, "_BULK_BATCH", 7)  # several batches
+    monkeypatch.setattr(writer, "_PARALLEL_MIN", parallel_min)
     rng = np.random.default_rng(4)
     f = IIDFile()
     for i in range(40):
