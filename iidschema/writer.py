@@ -162,7 +162,7 @@ def write_v0(
         split = [j for j, seg in enumerate(segs) if seg.source is not None and seg.components] if _BULK else []
         regions_of: list[list[tuple[tuple[int, int, int, int], bytes]] | None] = [None] * nb
         if split:
-            for j, regions in zip(split, _components_v0_many([segs[j] for j in split])):
+            for j, regions in zip(split, _components_v0_parallel([segs[j] for j in split])):
                 regions_of[j] = regions
         for j, seg in enumerate(segs):
             if regions_of[j] is None:
@@ -410,24 +410,41 @@ _POOL: Any = None
 _POOL_PID = 0
 
 
-def _bulk_regions_parallel(encoder: _SegmentEncoder, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-    """:meth:`_SegmentEncoder.bulk_regions` of ``segs``, in two halves on two
-    threads when there are two CPUs: most of the work is numpy calls on
-    large arrays and zstd compression, which release the GIL.  The halves
-    are independent and joined in order, so the result is the same."""
+def _halves(fn: Callable[[list[Segment]], Any], segs: list[Segment]) -> tuple[Any, Any] | None:
+    """``fn`` of each half of ``segs``, the second half on a worker thread,
+    or None (the caller then calls ``fn(segs)``) with fewer than
+    :data:`_PARALLEL_MIN` segments or one CPU.  The bulk encoders spend most
+    of their time in numpy, scipy.ndimage and zstd calls on large arrays,
+    which release the GIL: two halves run in about 0.6-0.8 of the time."""
     global _POOL, _POOL_PID
     if len(segs) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        return encoder.bulk_regions(segs)
-    if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own threads
+        return None
+    if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own thread
         from concurrent.futures import ThreadPoolExecutor
 
         _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-encode")
         _POOL_PID = os.getpid()
     half = len(segs) // 2
-    second = _POOL.submit(encoder.bulk_regions, segs[half:])
-    boxes, ids, payloads = encoder.bulk_regions(segs[:half])
-    boxes2, ids2, payloads2 = second.result()
+    second = _POOL.submit(fn, segs[half:])
+    first = fn(segs[:half])
+    return first, second.result()
+
+
+def _bulk_regions_parallel(encoder: _SegmentEncoder, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """:meth:`_SegmentEncoder.bulk_regions` of ``segs``, in two halves when
+    worth it (:func:`_halves`); the halves are independent and joined in
+    order, so the result is the same."""
+    both = _halves(encoder.bulk_regions, segs)
+    if both is None:
+        return encoder.bulk_regions(segs)
+    (boxes, ids, payloads), (boxes2, ids2, payloads2) = both
     return np.concatenate((boxes, boxes2)), np.concatenate((ids, ids2)), payloads + payloads2
+
+
+def _components_v0_parallel(segs: list[Segment]) -> list[list[tuple[tuple[int, int, int, int], bytes]]]:
+    """:func:`_components_v0_many`, in two halves when worth it."""
+    both = _halves(_components_v0_many, segs)
+    return _components_v0_many(segs) if both is None else both[0] + both[1]
 
 
 #: One segment record holding exactly one region: the two heads back to back

@@ -293,9 +293,10 @@ def test_bulk_writer_with_a_third_party_codec(monkeypatch: pytest.MonkeyPatch, t
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(f=iid_files(version=0, max_entries=8, max_side=40))
-def test_v0_batched_components_write_the_same_bytes(f: IIDFile) -> None:
+@given(f=iid_files(version=0, max_entries=8, max_side=40), parallel_min=st.sampled_from([10**9, 2]))
+def test_v0_batched_components_write_the_same_bytes(f: IIDFile, parallel_min: int) -> None:
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(writer, "_PARALLEL_MIN", parallel_min)
         batched = serialise(f, 0)
         mp.setattr(writer, "_BULK", False)
         one_by_one = serialise(f, 0)
