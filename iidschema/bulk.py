@@ -233,6 +233,19 @@ class SegmentBatch:
             out.append(Region.raw(tuple(bbox), codec, raw[o : o + n]))
         return out
 
+    def view(self, i: int) -> np.ndarray | None:
+        """Segment ``i``'s decoded mask as a read-only view when it is one
+        region's pixels in place (else None): for readers that do not keep it."""
+        b = self.sbuf[i]
+        if b < 0:
+            return None
+        minr, minc, maxr, maxc = self.bboxes[i]
+        h, w = maxr - minr, maxc - minc
+        s = self.sstart[i]
+        view = self.bufs[b][s : s + h * w].reshape(h, w)
+        view.flags.writeable = False
+        return view
+
     def mask(self, i: int) -> np.ndarray | None:
         """A fresh array of segment ``i``'s whole mask, or None if it was not
         decoded."""

@@ -347,7 +347,7 @@ class IIDFile:
                 if not isinstance(name, str):
                     raise TypeError(f"group names are str, got {name!r}")
         key = self._count
-        seg = Segment(key, box, int(np.count_nonzero(arr)), source=arr)
+        seg = Segment.from_added(key, box, int(np.count_nonzero(arr)), arr)
         entry = Entry(key, IID(address, domain, key), seg, loader=self)
         self._entries[key] = entry
         self._count += 1
@@ -557,27 +557,41 @@ class IIDFile:
             old.close()
 
 
-def _overlapping_pairs(boxes: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Index pairs (i < j) of intersecting half-open boxes, by sort-and-sweep
-    on rows: for each box only those starting above its bottom are tested."""
+def _overlapping_pairs(boxes: np.ndarray, chunk: int = 1 << 22) -> Iterator[tuple[int, int]]:
+    """Index pairs (i < j) of intersecting non-empty half-open boxes, in
+    order, by sort-and-sweep on rows: each box is tested only against the
+    boxes that start (in row order) before its bottom row.
+
+    Vectorised: the candidates of many boxes are expanded at once with
+    ``np.repeat``, at most about ``chunk`` candidate pairs at a time so that
+    memory stays bounded when many boxes share rows.
+    """
     n = len(boxes)
     if n < 2:
         return
     order = np.argsort(boxes[:, 0], kind="stable")
-    sorted_minr = boxes[order, 0]
-    pairs = []
-    for pos in range(n):
-        i = order[pos]
-        end = np.searchsorted(sorted_minr, boxes[i, 2], side="left")
-        if end <= pos + 1:
-            continue
-        js = order[pos + 1 : end]
-        b = boxes[js]
-        ok = (b[:, 1] < boxes[i, 3]) & (boxes[i, 1] < b[:, 3]) & (b[:, 2] > b[:, 0]) & (boxes[i, 2] > boxes[i, 0])
-        for j in js[ok].tolist():
-            pairs.append((min(i, j), max(i, j)))
-    pairs.sort()
-    yield from pairs
+    b = boxes[order]
+    nonempty = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    pos = np.arange(n)
+    # Candidates of sorted box p: positions p+1 .. end[p]-1 (they start above its bottom).
+    count = np.maximum(np.searchsorted(b[:, 0], b[:, 2], side="left") - pos - 1, 0)
+    count[~nonempty] = 0
+    found = []
+    lo = 0
+    cum = np.cumsum(count)
+    while lo < n:
+        hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk, side="right"))
+        hi = min(max(hi, lo + 1), n)
+        c = count[lo:hi]
+        i = np.repeat(pos[lo:hi], c)
+        j = i + 1 + (np.arange(i.size) - np.repeat(np.cumsum(c) - c, c))
+        ok = nonempty[j] & (b[j, 1] < b[i, 3]) & (b[i, 1] < b[j, 3])
+        i, j = order[i[ok]], order[j[ok]]
+        found.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+        lo = hi
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    yield from zip(pairs[:, 0].tolist(), pairs[:, 1].tolist())
 
 
 def open(path: str | os.PathLike[str] | bytes | ByteSource) -> IIDFile:

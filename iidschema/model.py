@@ -168,6 +168,16 @@ class Segment:
         self._batch: "SegmentBatch | None" = None
         self._bi = 0
 
+    @classmethod
+    def from_added(cls, key: int, bbox: BBox, area: int, source: np.ndarray) -> "Segment":
+        """A segment for :meth:`IIDFile.add` (``bbox`` a checked tuple of
+        ints, ``source`` the entry's own bool mask): no conversions, since
+        ``add()`` runs once per entry."""
+        self = cls.__new__(cls)
+        self.key, self.bbox, self.area, self.source = key, bbox, area, source
+        self._regions, self.components, self._batch, self._bi = None, True, None, 0
+        return self
+
     @property
     def regions(self) -> Regions:
         """The regions (8-connected components for a segment built from a mask)."""
@@ -239,7 +249,18 @@ class Segment:
         r0, c0 = max(self.bbox[0], other.bbox[0]), max(self.bbox[1], other.bbox[1])
         r1, c1 = min(self.bbox[2], other.bbox[2]), min(self.bbox[3], other.bbox[3])
         box = (r0, c0, r1, c1)
-        return int(np.count_nonzero(self.mask(box) & other.mask(box)))
+        return int(np.count_nonzero(self._read(box) & other._read(box)))
+
+    def _read(self, bbox: BBox) -> np.ndarray:
+        """The mask cropped to ``bbox`` for reading only: a view of the
+        bulk-decoded pixels when there are some (no copy), else :meth:`mask`."""
+        batch = self._batch
+        full = batch.view(self._bi) if batch is not None else None
+        if full is None:
+            return self.mask(bbox)
+        minr, minc, maxr, maxc = bbox
+        y, x = self.bbox[0], self.bbox[1]
+        return full[max(0, minr - y) : max(0, maxr - y), max(0, minc - x) : max(0, maxc - x)]
 
     def bbox_xywh(self, center: bool = False):
         return bbox_to_xywh(self.bbox, center)

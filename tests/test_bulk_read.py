@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,12 @@ def _workload_file(version: int, codec: str = "auto", n: int = 300) -> bytes:
             m[2:-2, 2:-2] = rng.random((h, w)) < 0.7
         y, x = int(rng.integers(0, 500)), int(rng.integers(0, 500))
         f.add(b"a%d" % i, b"dom" if i % 3 else b"", (y, x, y + m.shape[0], x + m.shape[1]), m, group="g%d" % (i % 2))
-    out = Path(f"/tmp/iidschema-bulk-{version}-{codec}.iid")
-    f.save(out, version=version, codec=codec if version else "auto")
-    return out.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "w.iid"
+        f.save(out, version=version, codec=codec if version else "auto")
+        data = out.read_bytes()
+        f.close()
+    return data
 
 
 @pytest.mark.parametrize("version,codec", [(0, "auto"), (1, "auto"), (1, "rle"), (1, "zstd"), (1, "packbits")])
@@ -271,10 +275,39 @@ def test_look_for_without_index_matches_brute_force(addresses: list, wanted: lis
     f = iidschema.IIDFile()
     for i, a in enumerate(addresses):
         f.add(a, b"d%d" % (i % 2), (0, 0, 1, 1), np.ones((1, 1), bool))
-    path = Path(f"/tmp/iidschema-lookfor-{version}.iid")
-    f.save(path, version=version)
-    g = iidschema.IIDFile(path)
-    g._reader.lookup = lambda addresses: None  # as a file without an address index
-    got = [e.key for e in g.look_for(wanted)] if wanted else []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.iid"
+        f.save(path, version=version)
+        f.close()
+        g = iidschema.IIDFile(path)
+        g._reader.lookup = lambda addresses: None  # as a file without an address index
+        got = [e.key for e in g.look_for(wanted)] if wanted else []
+        g.close()
     assert got == [k for k, a in enumerate(addresses) if a in set(wanted)]
-    g.close()
+
+
+def test_overlap_graph_in_bulk(monkeypatch: Any) -> None:
+    """overlap_graph reads bulk-decoded masks through views: same edges."""
+    data = _workload_file(1, n=400)
+    graphs = []
+    for bulk_min in (10**9, 1):
+        monkeypatch.setattr(bulk, "BULK_MIN", bulk_min)
+        nodes, edges = iidschema.IIDFile(data).overlap_graph()
+        graphs.append([(a.key, b.key, n) for a, b, n in edges])
+    assert graphs[0] == graphs[1] and graphs[0]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 8), st.integers(0, 8)), max_size=50),
+       st.integers(1, 64))
+def test_overlapping_pairs_is_brute_force(boxes: list, chunk: int) -> None:
+    from iidschema.iidfile import _overlapping_pairs
+
+    b = np.array([(r, c, r + h, c + w) for r, c, h, w in boxes], dtype=np.int64).reshape(-1, 4)
+
+    def hit(p: np.ndarray, q: np.ndarray) -> bool:
+        return bool(p[2] > p[0] and p[3] > p[1] and q[2] > q[0] and q[3] > q[1]
+                    and p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3])
+
+    expected = [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if hit(b[i], b[j])]
+    assert list(_overlapping_pairs(b, chunk=chunk)) == expected
