@@ -112,6 +112,15 @@ class Groups:
         check = self._owner._check_key
         pending.extend([check(k) for k in keys])
 
+    def _append(self, name: str, key: int) -> None:
+        """``add(name, [key])`` for a key :meth:`IIDFile.add` has just made
+        (known valid; ``name`` already checked): one list append."""
+        pending = self._pending.get(name)
+        if pending is None:
+            self.add(name)
+            pending = self._pending[name]
+        pending.append(key)
+
     def get(self, groups: str | Iterable[str], keys_only: bool = False, iids: bool = True, segs: bool = False) -> "list[Entry] | set[int]":
         """Entries of ``groups`` (or their keys with ``keys_only``), as in iidfile 0.2.0."""
         keys = self._owner._group_keys(groups)

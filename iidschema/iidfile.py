@@ -352,7 +352,7 @@ class IIDFile:
         self._entries[key] = entry
         self._count += 1
         for name in names:
-            self.groups.add(name, [key])
+            self.groups._append(name, key)
         return entry
 
     # -- queries ------------------------------------------------------------
