@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import IIDCodecError
 from .base import packed_size
 from .packbits import PackBitsCodec
-from .rle import MAX_VARINT_BYTES, RLECodec
+from .rle import RLECodec, rle_decode_flat
 
 __all__ = ["decode_flat", "join_payloads"]
 
@@ -70,7 +70,7 @@ def decode_flat(
     if isinstance(codec, PackBitsCodec):
         return _packbits_flat(raw, offsets, lengths, pixels)
     if isinstance(codec, RLECodec):
-        return _rle_flat(raw, offsets, lengths, pixels)
+        return _rle_flat(raw, offsets, lengths, list(zip(np.asarray(heights).tolist(), np.asarray(widths).tolist())))
     return _generic_flat(codec, raw, offsets, lengths, heights, widths)
 
 
@@ -106,58 +106,11 @@ def _generic_flat(
     return bits.astype(np.bool_, copy=False), _exclusive_cumsum(sizes)[:-1]
 
 
-def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every ``rle`` payload at once: LEB128 varints decoded over the
-    concatenation (no varint may cross a payload end, which is checked), run
-    parity restarting at each payload, one ``np.repeat`` for all pixels.
-
-    The checks are those of :func:`iidschema.codecs.rle._decode_runs` and
-    ``rle_decode``, per payload: no truncated, overlong or non-canonical
-    varint; a zero run only as a payload's first, one-byte varint; runs
-    summing to exactly ``h*w``.
-    """
-    starts = _exclusive_cumsum(pixels)
-    if ((lengths == 0) != (pixels == 0)).any():
-        raise IIDCodecError("rle payload is empty but its mask has pixels, or the other way round")
-    if (lengths == 0).any():  # empty masks hold no runs: leave them out
-        keep = lengths > 0
-        offsets, lengths, pixels = offsets[keep], lengths[keep], pixels[keep]
-    count = lengths.size
-    if count == 0:
-        return np.zeros(int(starts[-1]), dtype=np.bool_), starts[:-1]
-    buf = np.frombuffer(join_payloads(raw, offsets, lengths), dtype=np.uint8)
-    bounds = _exclusive_cumsum(lengths)  # payload i is buf[bounds[i]:bounds[i+1]]
-    if (buf[bounds[1:] - 1] >= 128).any():
-        raise IIDCodecError("rle payload ends inside a varint (truncated)")
-    ends = np.flatnonzero(buf < 128)  # the last byte of each varint
-    first = np.searchsorted(ends, bounds[:-1])  # index of each payload's first varint
-    runs_per = np.diff(np.append(first, ends.size))
-    vlen = np.diff(ends, prepend=-1)  # bytes per varint (none crosses a payload end)
-    k = int(vlen.max())
-    if k > MAX_VARINT_BYTES:
-        raise IIDCodecError(f"rle payload holds a varint of {k} bytes (at most {MAX_VARINT_BYTES} allowed)")
-    x = buf.astype(np.int64) & 127
-    values = x[ends]
-    # The most significant group is 0 only for a one-byte zero run, allowed
-    # as a payload's first varint alone; else it is a non-canonical varint.
-    zeros = np.flatnonzero(values == 0)
-    if zeros.size:
-        is_first = np.zeros(ends.size, dtype=bool)
-        is_first[first] = True
-        if not (is_first[zeros] & (vlen[zeros] == 1)).all():
-            raise IIDCodecError("rle payload holds a zero-length run after the first, or a non-canonical varint")
-    for j in range(1, k):
-        np.bitwise_or(values << 7, x[ends - j], out=values, where=vlen > j)
-    # A run is never longer than its mask, and a mask has at most h*w + 1
-    # runs: checking both first keeps the sums below far from overflow.
-    owner = np.repeat(np.arange(count), runs_per)
-    if (values > pixels[owner]).any() or (runs_per > pixels + 1).any():
-        raise IIDCodecError("rle payload holds a run longer than its mask, or too many runs")
-    totals = np.add.reduceat(values, first) if ends.size else np.zeros(count, np.int64)
-    if not np.array_equal(totals, pixels):
-        i = int(np.argmax(totals != pixels))
-        raise IIDCodecError(f"rle payload decodes to {int(totals[i])} pixels, its mask has {int(pixels[i])}")
-    parity = (np.arange(ends.size) - first[owner]) & 1  # runs alternate False, True, ... per payload
-    # Empty masks were left out: they add no pixels, so the starts hold.
-    return np.repeat(parity.astype(np.bool_), values), starts[:-1]
-
+def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, dims: list) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``rle`` payload at once (:func:`~iidschema.codecs.rle.rle_decode_flat`:
+    LEB128 over the concatenation, one ``np.repeat`` for all pixels)."""
+    flat, starts = rle_decode_flat(join_payloads(raw, offsets, lengths), lengths, dims)
+    if flat is None:  # absurd payloads: exact, one by one
+        codec = RLECodec()
+        return _generic_flat(codec, raw, offsets, lengths, [h for h, _ in dims], [w for _, w in dims])
+    return flat, starts

@@ -458,23 +458,39 @@ def rle_encode_many(masks: Sequence[Any] | PackedMasks) -> list[bytes]:
 
 
 def rle_decode_many(buffers: Sequence[bytes | memoryview], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """``[rle_decode(b, s) for b, s in zip(buffers, shapes)]``, in one pass.
+    """``[rle_decode(b, s) for b, s in zip(buffers, shapes)]``, in one pass
+    (:func:`rle_decode_flat`); the masks are views of one array."""
+    dims = check_shapes(shapes, len(buffers))
+    if not dims:
+        return []
+    lengths = np.fromiter((len(b) if type(b) is bytes else memoryview(b).nbytes for b in buffers), dtype=np.int64, count=len(dims))
+    flat, starts = rle_decode_flat(b"".join(buffers), lengths, dims)
+    if flat is None:  # absurd payloads: exact, one by one
+        return [rle_decode(b, d) for b, d in zip(buffers, dims)]
+    return [flat[s : s + h * w].reshape(h, w) for (h, w), s in zip(dims, starts.tolist())]
+
+
+def rle_decode_flat(
+    joined: bytes | memoryview | np.ndarray, lengths: np.ndarray, dims: Sequence[tuple[int, int]]
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Decode the ``rle`` payloads concatenated in ``joined`` (payload ``i``
+    is ``lengths[i]`` bytes, of a mask of shape ``dims[i]``) into one flat
+    bool array: mask ``i`` is ``flat[starts[i] : starts[i] + h*w]``.
 
     The buffers are parsed together, with the checks of :func:`rle_decode`
     applied per buffer (no varint may run into the next buffer; a zero run
     only first in its buffer; each buffer's runs add up to its ``h*w``), all
     before the output is allocated.  Raises :class:`IIDCodecError` naming
-    the first bad buffer.  The masks are views of one array.
+    the first bad buffer.  Returns ``(None, starts)`` when the sums could
+    overflow int64 (absurd payloads only): decode those one by one.
     """
-    dims = check_shapes(shapes, len(buffers))
     count = len(dims)
-    if not count:
-        return []
-    joined = b"".join(buffers)
-    lengths = np.fromiter((len(b) if type(b) is bytes else memoryview(b).nbytes for b in buffers), dtype=np.int64, count=count)
     bstart = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(lengths, out=bstart[1:])
     npix = np.array([h * w for h, w in dims], dtype=np.int64) if count else np.zeros(0, np.int64)
+    starts = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(npix, out=starts[1:])
+    starts = starts[:-1]
 
     def bad(index: int, why: str) -> IIDCodecError:
         h, w = dims[index]
@@ -511,8 +527,7 @@ def rle_decode_many(buffers: Sequence[bytes | memoryview], shapes: Sequence[tupl
         if wrong.any():
             raise bad(int(owner[np.argmax(wrong)]), "holds a zero-length run after the first, or a non-canonical varint")
     if 7 * k + nvar.bit_length() >= 63:
-        # Absurd payloads only (sums could overflow int64): exact, one by one.
-        return [rle_decode(b, d) for b, d in zip(buffers, dims)]
+        return None, starts
     totals = np.zeros(nvar + 1, dtype=np.int64)
     np.cumsum(values, out=totals[1:])
     sums = totals[owner_first[1:]] - totals[owner_first[:-1]]
@@ -522,13 +537,7 @@ def rle_decode_many(buffers: Sequence[bytes | memoryview], shapes: Sequence[tupl
         raise bad(i, f"holds {int(per_buffer[i])} runs adding up to {int(sums[i])} pixels, the mask has {int(npix[i])}")
     parity = np.arange(nvar, dtype=np.int64)
     parity -= np.repeat(owner_first[:-1], per_buffer)
-    flat = np.repeat((parity & 1).astype(np.bool_), values)
-    out = []
-    pos = 0
-    for (h, w), n in zip(dims, npix.tolist()):
-        out.append(flat[pos : pos + n].reshape(h, w))
-        pos += n
-    return out
+    return np.repeat((parity & 1).astype(np.bool_), values), starts
 
 
 class RLECodec(MaskCodec):
