@@ -65,11 +65,11 @@ def decode_flat(
     offsets = np.asarray(offsets, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     pixels = np.asarray(heights, dtype=np.int64) * np.asarray(widths, dtype=np.int64)
-    # Only the built-in classes take the vectorised paths: a plugin may
-    # register its own codec object under any id.
-    if isinstance(codec, PackBitsCodec):
+    # Only the built-in decoders take the vectorised paths: a plugin may
+    # register its own codec object under any id, or subclass and override.
+    if isinstance(codec, PackBitsCodec) and type(codec).decode is PackBitsCodec.decode:
         return _packbits_flat(raw, offsets, lengths, pixels)
-    if isinstance(codec, RLECodec):
+    if isinstance(codec, RLECodec) and type(codec).decode is RLECodec.decode:
         return _rle_flat(raw, offsets, lengths, list(zip(np.asarray(heights).tolist(), np.asarray(widths).tolist())))
     return _generic_flat(codec, raw, offsets, lengths, heights, widths)
 
