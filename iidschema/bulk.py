@@ -56,6 +56,8 @@ EAGER_MIN_PIXELS = 2**24
 #: fetch of everything in a very large file must not hold every mask of it
 #: decoded before any is used.
 EAGER_MAX_PIXELS = 2**31
+#: Payload bytes decoded per numpy pass (bounds the decoders' work memory).
+DECODE_CHUNK = 1 << 19
 #: A segment whose regions' pixels add up to more than this many times its
 #: own is not decoded eagerly either (overlapping regions must not multiply
 #: memory).
@@ -68,10 +70,15 @@ def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Records of ``dtype`` at byte positions ``pos`` of ``u8`` (all in range)."""
-    idx = pos[:, None] + np.arange(dtype.itemsize, dtype=np.int64)
-    return u8[idx].view(dtype).reshape(-1)
+def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype, chunk: int = 1 << 16) -> np.ndarray:
+    """Records of ``dtype`` at byte positions ``pos`` of ``u8`` (all in range),
+    ``chunk`` records at a time (the byte index is 8 bytes per byte gathered)."""
+    out = np.empty(pos.size, dtype=dtype)
+    step = np.arange(dtype.itemsize, dtype=np.int64)
+    raw = out.view(np.uint8).reshape(pos.size, dtype.itemsize)
+    for lo in range(0, pos.size, chunk):
+        raw[lo : lo + chunk] = u8[pos[lo : lo + chunk, None] + step]
+    return out
 
 
 def _bbox_cols(b: np.ndarray) -> np.ndarray:
@@ -196,22 +203,35 @@ def _raise_first(reader: "Reader", keys: np.ndarray, offs: np.ndarray, lens: np.
 
 
 class SegmentBatch:
-    """The segment records of many keys, checked, their masks decoded where
-    that is safe (see the module docstring).
+    """The segment records of many keys, checked; their masks decoded in
+    chunks, on first use, and handed out.
 
     Per segment ``i``: ``keys``, ``bboxes``, ``areas``; its regions are rows
     ``first[i] .. first[i] + count[i] - 1`` of the region table (absolute
-    bbox, codec, payload offset and length in ``raw``).  ``sbuf[i]`` says
-    how segment ``i``'s mask is had: ``>= 0``, it is its one region's pixels,
-    ``bufs[sbuf[i]][sstart[i]:]``; ``COMPOSE``, its decoded regions (placed
-    by ``parts[i]``: buffer, start, rows and columns in the segment) are
-    composed on ``mask()``; ``LAZY``, decoding waits for ``mask()``.
+    bbox, codec, payload offset and length in ``raw``).
+
+    Segments are grouped into chunks of about :data:`DECODE_CHUNK` payload
+    bytes.  The first ``mask()`` of a segment decodes its whole chunk (one
+    :func:`~iidschema.codecs.bulk.decode_flat` per codec); a segment that is
+    one region over its whole bbox gets *that* decoded array as its mask (no
+    copy: the array is handed over, it belongs to the caller from then on),
+    others are composed from their regions' decoded pixels.  Once every
+    segment of a chunk has been handed its mask, the batch drops the chunk's
+    buffers: memory follows what the caller keeps, not the file.  A second
+    ``mask()`` of a segment decodes it again from its regions.
+
+    ``state[i]``: :data:`PENDING` (its chunk is not decoded yet), ``>= 0``
+    (one region in place: ``bufs[state[i]][start[i]:]``), :data:`COMPOSE`
+    (``parts[i]``: rows of a table giving each region's buffer, start, rows
+    and columns in the segment), :data:`LAZY` (never decoded in bulk: a
+    decompression bomb, a codec that failed, or a mask handed out already).
     """
 
-    __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count",
-                 "rbbox", "rcodec", "roff", "rlen", "bufs", "sbuf", "sstart", "parts")
+    __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count", "rbbox", "rcodec", "roff",
+                 "rlen", "bufs", "state", "start", "parts", "chunk", "chunk_bounds", "left",
+                 "chunk_bufs", "eager", "u8")
 
-    LAZY, COMPOSE = -1, -2
+    LAZY, COMPOSE, PENDING = -1, -2, -3
 
     def segment(self, i: int) -> Segment:
         seg = Segment.__new__(Segment)
@@ -235,40 +255,49 @@ class SegmentBatch:
 
     def view(self, i: int) -> np.ndarray | None:
         """Segment ``i``'s decoded mask as a read-only view when it is one
-        region's pixels in place (else None): for readers that do not keep it."""
-        b = self.sbuf[i]
+        region's pixels in place (else None), without handing it over: for
+        readers that do not keep it."""
+        b = self.state[i]
+        if b == self.PENDING:
+            _decode_chunk(self, self.chunk[i])
+            b = self.state[i]
         if b < 0:
             return None
         minr, minc, maxr, maxc = self.bboxes[i]
-        h, w = maxr - minr, maxc - minc
-        s = self.sstart[i]
-        view = self.bufs[b][s : s + h * w].reshape(h, w)
+        s = self.start[i]
+        view = self.bufs[b][s : s + (maxr - minr) * (maxc - minc)].reshape(maxr - minr, maxc - minc)
         view.flags.writeable = False
         return view
 
     def mask(self, i: int) -> np.ndarray | None:
-        """A fresh array of segment ``i``'s whole mask, or None if it was not
-        decoded."""
-        b = self.sbuf[i]
+        """Segment ``i``'s whole mask, now the caller's; None when it must be
+        decoded from its regions."""
+        b = self.state[i]
+        if b == self.PENDING:
+            _decode_chunk(self, self.chunk[i])
+            b = self.state[i]
+        if b == self.LAZY:
+            return None
         minr, minc, maxr, maxc = self.bboxes[i]
         h, w = maxr - minr, maxc - minc
         if b >= 0:
-            s = self.sstart[i]
-            return self.bufs[b][s : s + h * w].reshape(h, w).copy()
-        if b == self.LAZY:
-            return None
-        # Composed here, per segment: a few slice copies cost less than any
-        # vectorised per-pixel placement over all segments.
-        check_pixels(h, w, "segment mask")
-        out = np.zeros((h, w), dtype=np.bool_)
-        bufs = self.bufs
-        parts = self.parts[i]
-        if len(parts) == 1:
-            b, s, r0, r1, c0, c1 = parts[0]
-            out[r0:r1, c0:c1] = bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-            return out
-        for b, s, r0, r1, c0, c1 in parts:
-            out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            s = self.start[i]
+            out = self.bufs[b][s : s + h * w].reshape(h, w)
+        else:
+            # Composed here, per segment: a few slice copies cost less than
+            # any vectorised per-pixel placement over all segments.
+            check_pixels(h, w, "segment mask")
+            out = np.zeros((h, w), dtype=np.bool_)
+            bufs = self.bufs
+            places, lo, hi = self.parts.pop(i)
+            for b, s, r0, r1, c0, c1 in places[lo:hi].tolist():
+                out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+        self.state[i] = self.LAZY  # handed over: the next mask() decodes afresh
+        c = self.chunk[i]
+        self.left[c] -= 1
+        if not self.left[c]:
+            for b in self.chunk_bufs[c]:
+                self.bufs[b] = None  # every mask of the chunk is out: let the caller own the memory
         return out
 
 
@@ -294,7 +323,7 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     batch = SegmentBatch()
     batch.raw = raw
     batch.keys = keys.tolist()
-    batch.bboxes = list(map(tuple, boxes.tolist()))
+    batch.bboxes = list(zip(*boxes.T.tolist()))  # tuples straight from the columns
     batch.areas = areas.tolist()
     batch.components = reader.version == 0
     # Per segment, Python lists of what every Segment / mask() needs; per
@@ -303,9 +332,8 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     batch.rbbox = rbox
     batch.rcodec, batch.roff, batch.rlen = rcodec, rpoff, rplen  # numpy: read per region, rarely
     batch.bufs = []
-    batch.sbuf = [SegmentBatch.LAZY] * keys.size
-    if decode and rseg.size:
-        _decode(batch, boxes, first, count, rseg, rbox, rcodec, rpoff, rplen, u8)
+    batch.u8 = u8
+    _plan(batch, boxes, first, count, rseg, rbox, rplen, decode)
     return batch
 
 
@@ -397,13 +425,10 @@ def _walk_regions(pos: np.ndarray, end: np.ndarray, boxes: np.ndarray, bad: np.n
     return table, bad
 
 
-def _decode(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.ndarray, rseg: np.ndarray,
-            rbox: np.ndarray, rcodec: np.ndarray, rpoff: np.ndarray, rplen: np.ndarray, u8: np.ndarray) -> None:
-    """Decode, one :func:`decode_flat` per codec, the regions of the segments
-    it is safe to decode now, and say in the batch how each segment's mask
-    is had (see :class:`SegmentBatch`)."""
-    from .codecs.bulk import decode_flat  # imports the built-in codecs: only when decoding
-
+def _plan(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.ndarray, rseg: np.ndarray,
+          rbox: np.ndarray, rplen: np.ndarray, decode: bool) -> None:
+    """Say which segments are decoded in bulk (see the module docstring) and
+    group them into chunks of about :data:`DECODE_CHUNK` payload bytes."""
     nseg = count.size
     rh = rbox[:, 2] - rbox[:, 0]
     rw = rbox[:, 3] - rbox[:, 1]
@@ -411,36 +436,73 @@ def _decode(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np
     pix = np.bincount(rseg, weights=rh * rw, minlength=nseg)
     # Never above the library's mask limit (read now: users may raise it);
     # such segments fail on mask() exactly as when read one by one.
-    eager = (pix <= EAGER_OVERLAP * seg_pix + 64) & (count > 0) & (seg_pix <= _masks.MAX_MASK_PIXELS)
+    eager = (pix <= EAGER_OVERLAP * seg_pix + 64) & (count > 0) & (seg_pix <= _masks.MAX_MASK_PIXELS) & decode
     budget = min(EAGER_PIXELS_PER_BYTE * int(rplen.sum()) + EAGER_MIN_PIXELS, EAGER_MAX_PIXELS)
     eager &= np.cumsum(np.where(eager, pix, 0)) <= budget
+    pay = np.bincount(rseg, weights=rplen, minlength=nseg)
+    chunk = (np.cumsum(pay) // DECODE_CHUNK).astype(np.int64)
+    _, chunk = np.unique(chunk, return_inverse=True)  # consecutive chunk numbers
+    nchunk = int(chunk.max()) + 1 if nseg else 0
+    batch.eager = eager
+    batch.chunk = chunk.tolist()
+    batch.chunk_bounds = _exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
+    batch.left = np.bincount(chunk, weights=eager, minlength=nchunk).astype(np.int64).tolist()
+    batch.chunk_bufs = [[] for _ in range(nchunk)]
+    batch.state = np.where(eager, SegmentBatch.PENDING, SegmentBatch.LAZY).tolist()
+    batch.start = [0] * nseg
+    batch.parts = {}
+
+
+def _decode_chunk(batch: SegmentBatch, c: int) -> None:
+    """Decode chunk ``c``'s segments, one :func:`decode_flat` per codec, and
+    set their states (see :class:`SegmentBatch`)."""
+    from .codecs.bulk import decode_flat  # imports the built-in codecs: only when decoding
+
+    lo, hi = int(batch.chunk_bounds[c]), int(batch.chunk_bounds[c + 1])
+    eager = batch.eager[lo:hi].copy()
+    count = batch.count[lo:hi]
+    first = batch.first[lo:hi]
+    r_lo = int(first[0]) if hi > lo else 0
+    r_hi = int(first[-1] + count[-1]) if hi > lo else 0
+    rbox = batch.rbbox[r_lo:r_hi]
+    rcodec = batch.rcodec[r_lo:r_hi]
+    rseg = np.repeat(np.arange(hi - lo), count)  # segment of each region, in the chunk
+    rh = rbox[:, 2] - rbox[:, 0]
+    rw = rbox[:, 3] - rbox[:, 1]
     rbuf = np.full(rseg.size, -1, dtype=np.int64)
     rstart = np.zeros(rseg.size, dtype=np.int64)
     reager = eager[rseg]
     for codec_id in np.unique(rcodec[reager]).tolist():
         sel = np.flatnonzero(reager & (rcodec == codec_id))
         try:
-            bits, starts = decode_flat(get_codec(codec_id), u8, rpoff[sel], rplen[sel], rh[sel], rw[sel])
+            bits, starts = decode_flat(get_codec(codec_id), batch.u8, batch.roff[r_lo:r_hi][sel],
+                                       batch.rlen[r_lo:r_hi][sel], rh[sel], rw[sel])
         except IIDError:
             eager[rseg[sel]] = False  # decoded (and reported) region by region on mask()
             continue
         rbuf[sel] = len(batch.bufs)
         rstart[sel] = starts
+        batch.chunk_bufs[c].append(len(batch.bufs))
         batch.bufs.append(bits)
-    fr = np.minimum(first, max(rseg.size - 1, 0))
+    boxes = np.asarray(batch.bboxes[lo:hi], dtype=np.int64).reshape(-1, 4)
+    fr = np.minimum(first - r_lo, max(rseg.size - 1, 0))
     direct = eager & (count == 1) & (rbox[fr] == boxes).all(axis=1)
-    sbuf = np.where(direct, rbuf[fr], np.where(eager, SegmentBatch.COMPOSE, SegmentBatch.LAZY))
-    batch.sbuf, batch.sstart = sbuf.tolist(), rstart[fr].tolist()
-    # For the segments composed on mask(): their regions' places, as Python
-    # tuples made here in one pass (relative to the segment's bbox).
-    batch.parts = {}
+    state = np.where(direct, rbuf[fr], np.where(eager, SegmentBatch.COMPOSE, SegmentBatch.LAZY))
+    # Segments that could not be decoded here leave the chunk's count.
+    batch.left[c] -= int(batch.eager[lo:hi].sum() - eager.sum())
+    batch.state[lo:hi] = state.tolist()
+    batch.start[lo:hi] = rstart[fr].tolist()
     compose = np.flatnonzero(eager & ~direct)
     if compose.size:
-        sel = np.flatnonzero((eager & ~direct)[rseg])  # regions sorted by segment
+        # Their regions' places (buffer, start, rows and columns in the
+        # segment), one row per region, appended to the batch's table.
+        sel = np.flatnonzero((eager & ~direct)[rseg])
         seg = rseg[sel]
         r0 = rbox[sel, 0] - boxes[seg, 0]
         c0 = rbox[sel, 1] - boxes[seg, 1]
-        places = list(zip(rbuf[sel].tolist(), rstart[sel].tolist(), r0.tolist(), (r0 + rh[sel]).tolist(),
-                          c0.tolist(), (c0 + rw[sel]).tolist()))
+        places = np.stack([rbuf[sel], rstart[sel], r0, r0 + rh[sel], c0, c0 + rw[sel]], axis=1)
         bounds = _exclusive_cumsum(count[compose]).tolist()
-        batch.parts = {i: places[a:b] for i, a, b in zip(compose.tolist(), bounds[:-1], bounds[1:])}
+        batch.parts.update(zip((lo + compose).tolist(), ((places, a, b) for a, b in zip(bounds[:-1], bounds[1:]))))
+    if not batch.left[c]:
+        for b in batch.chunk_bufs[c]:
+            batch.bufs[b] = None

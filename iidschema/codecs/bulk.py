@@ -96,14 +96,15 @@ def _packbits_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, pixels: n
 def _generic_flat(
     codec: Any, raw: Any, offsets: np.ndarray, lengths: np.ndarray, heights: Any, widths: Any
 ) -> tuple[np.ndarray, np.ndarray]:
+    # One region at a time into the output: never the regions and their
+    # concatenation at once.
+    hs, ws = np.asarray(heights, dtype=np.int64), np.asarray(widths, dtype=np.int64)
+    starts = _exclusive_cumsum(hs * ws)
+    bits = np.empty(int(starts[-1]), dtype=np.bool_)
     view = memoryview(raw)
-    parts = [
-        codec.decode(view[o : o + n], (h, w)).reshape(-1)
-        for o, n, h, w in zip(offsets.tolist(), lengths.tolist(), np.asarray(heights).tolist(), np.asarray(widths).tolist())
-    ]
-    sizes = np.array([p.size for p in parts], dtype=np.int64)
-    bits = np.concatenate(parts) if parts else np.zeros(0, dtype=np.bool_)
-    return bits.astype(np.bool_, copy=False), _exclusive_cumsum(sizes)[:-1]
+    for o, n, h, w, s in zip(offsets.tolist(), lengths.tolist(), hs.tolist(), ws.tolist(), starts.tolist()):
+        bits[s : s + h * w] = codec.decode(view[o : o + n], (h, w)).reshape(-1)
+    return bits, starts[:-1]
 
 
 def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, dims: list) -> tuple[np.ndarray, np.ndarray]:
