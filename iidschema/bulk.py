@@ -14,13 +14,16 @@ Every check of the one-record parsers (``Reader._parse_segment``,
 record is handed to the one-record parser, which raises the same precise
 error (section, offset) it always did.
 
-Decoding is eager only where it cannot amplify: segments are decoded now
-while the batch has produced at most :data:`EAGER_PIXELS_PER_BYTE` pixels
-per payload byte (plus a constant, and at most :data:`EAGER_MAX_PIXELS`),
-and only if their regions do not overlap much.  Others (a hostile file's 20-byte frame claiming a gigapixel,
-or legitimately huge, very compressible masks) decode on ``mask()`` one
-region at a time, as before.  A batch owns a copy of the
-records' bytes, so its entries stay usable after the file is closed.
+Masks are decoded per chunk of segments (about :data:`DECODE_CHUNK` payload
+bytes), when the first mask of the chunk is asked for, and handed over to
+the caller (see :class:`SegmentBatch`).  Bulk decoding never amplifies: in
+each chunk it stops once it has produced :data:`EAGER_PIXELS_PER_BYTE`
+pixels per payload byte of the chunk (plus :data:`EAGER_MIN_PIXELS`), and it
+skips segments whose regions overlap much or exceed the mask limit.  Those
+(a hostile file's 20-byte frame claiming a gigapixel, or legitimately huge,
+very compressible masks) decode on ``mask()`` one region at a time, as
+before.  A batch owns a copy of the records' bytes, so its entries stay
+usable after the file is closed.
 """
 
 from __future__ import annotations
@@ -39,27 +42,23 @@ from .model import IID, Region, Regions, Segment
 if TYPE_CHECKING:  # pragma: no cover
     from .reader import Reader
 
-__all__ = ["IIDBatch", "SegmentBatch", "BULK_MIN", "EAGER_PIXELS_PER_BYTE", "EAGER_MIN_PIXELS", "EAGER_MAX_PIXELS", "EAGER_OVERLAP"]
+__all__ = ["IIDBatch", "SegmentBatch", "BULK_MIN", "DECODE_CHUNK", "EAGER_PIXELS_PER_BYTE", "EAGER_MIN_PIXELS", "EAGER_OVERLAP"]
 
 #: Below this many records the one-record path is as fast; the bulk path
 #: starts here.
 BULK_MIN = 32
-#: Eager decoding stops (the remaining segments decode on ``mask()``) once
-#: it has produced this many pixels per payload byte of the batch, plus
-#: :data:`EAGER_MIN_PIXELS`: ordinary files stay far below (packbits holds 8
-#: pixels per byte, rle/zstd of the benchmark workload about 15), a
-#: decompression bomb (a few bytes claiming a gigapixel) is not decoded by
-#: ``fetch()`` at all.
+#: Bulk decoding of a chunk stops (its remaining segments decode on
+#: ``mask()``) once it has produced this many pixels per payload byte of the
+#: chunk, plus :data:`EAGER_MIN_PIXELS`: ordinary files stay far below
+#: (packbits holds 8 pixels per byte, rle/zstd of the benchmark workload
+#: about 15), a decompression bomb (a few bytes claiming a gigapixel) is not
+#: decoded in bulk at all.
 EAGER_PIXELS_PER_BYTE = 64
 EAGER_MIN_PIXELS = 2**24
-#: ... and never beyond this many pixels (2 GiB of masks) in one fetch: a
-#: fetch of everything in a very large file must not hold every mask of it
-#: decoded before any is used.
-EAGER_MAX_PIXELS = 2**31
-#: Payload bytes decoded per numpy pass (bounds the decoders' work memory).
+#: Payload bytes per chunk of segments decoded together.
 DECODE_CHUNK = 1 << 19
 #: A segment whose regions' pixels add up to more than this many times its
-#: own is not decoded eagerly either (overlapping regions must not multiply
+#: own is not decoded in bulk either (overlapping regions must not multiply
 #: memory).
 EAGER_OVERLAP = 4
 
@@ -437,15 +436,20 @@ def _plan(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.n
     # Never above the library's mask limit (read now: users may raise it);
     # such segments fail on mask() exactly as when read one by one.
     eager = (pix <= EAGER_OVERLAP * seg_pix + 64) & (count > 0) & (seg_pix <= _masks.MAX_MASK_PIXELS) & decode
-    budget = min(EAGER_PIXELS_PER_BYTE * int(rplen.sum()) + EAGER_MIN_PIXELS, EAGER_MAX_PIXELS)
-    eager &= np.cumsum(np.where(eager, pix, 0)) <= budget
     pay = np.bincount(rseg, weights=rplen, minlength=nseg)
     chunk = (np.cumsum(pay) // DECODE_CHUNK).astype(np.int64)
     _, chunk = np.unique(chunk, return_inverse=True)  # consecutive chunk numbers
     nchunk = int(chunk.max()) + 1 if nseg else 0
+    # The amplification budget, per chunk: pixels produced so far in the
+    # chunk against the chunk's payload bytes.
+    produced = np.cumsum(np.where(eager, pix, 0))
+    bounds = _exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
+    before = np.concatenate([[0], produced])[bounds[:-1]]
+    budget = EAGER_PIXELS_PER_BYTE * np.bincount(chunk, weights=pay, minlength=nchunk) + EAGER_MIN_PIXELS
+    eager &= produced - before[chunk] <= budget[chunk]
     batch.eager = eager
     batch.chunk = chunk.tolist()
-    batch.chunk_bounds = _exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
+    batch.chunk_bounds = bounds
     batch.left = np.bincount(chunk, weights=eager, minlength=nchunk).astype(np.int64).tolist()
     batch.chunk_bufs = [[] for _ in range(nchunk)]
     batch.state = np.where(eager, SegmentBatch.PENDING, SegmentBatch.LAZY).tolist()

@@ -249,10 +249,11 @@ def test_decode_flat_packbits_length_checked() -> None:
 
 
 def test_eager_decoding_is_capped(monkeypatch: Any) -> None:
-    """Past EAGER_MAX_PIXELS, segments are left to mask() (same masks)."""
+    """Past the amplification budget, segments are left to mask() (same masks)."""
     data = _workload_file(1)
     expected = read_all(data, 10**9, monkeypatch)
-    monkeypatch.setattr(bulk, "EAGER_MAX_PIXELS", 2000)
+    monkeypatch.setattr(bulk, "EAGER_MIN_PIXELS", 2000)
+    monkeypatch.setattr(bulk, "EAGER_PIXELS_PER_BYTE", 1)
     monkeypatch.setattr(bulk, "BULK_MIN", 1)
     f = iidschema.IIDFile(data)
     entries = f.fetch(everything=True)
