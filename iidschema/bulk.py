@@ -56,7 +56,7 @@ BULK_MIN = 32
 EAGER_PIXELS_PER_BYTE = 64
 EAGER_MIN_PIXELS = 2**24
 #: Payload bytes per chunk of segments decoded together.
-DECODE_CHUNK = 1 << 19
+DECODE_CHUNK = 1 << 16
 #: A segment whose regions' pixels add up to more than this many times its
 #: own is not decoded in bulk either (overlapping regions must not multiply
 #: memory).
@@ -167,8 +167,8 @@ def iid_batch(reader: "Reader", keys: np.ndarray) -> IIDBatch | None:
     """The IID records of ``keys`` (int64, in range), verified and checked
     (None: read them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "iid")
-    reader._verify_bulk(offs, lens, rows, keys, "iid")
     raw, rel = copy_records(reader, offs, lens, "iids")
+    reader._verify_bulk(offs, lens, rows, keys, "iid", raw, rel)
     head = schema.IID_HEAD0_DTYPE
     u8 = np.frombuffer(raw, dtype=np.uint8)
     bad = lens < head.itemsize
@@ -305,8 +305,8 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     and (with ``decode``) their masks decoded where that is safe (None: read
     them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "seg")
-    reader._verify_bulk(offs, lens, rows, keys, "seg")
     raw, rel = copy_records(reader, offs, lens, "segs")
+    reader._verify_bulk(offs, lens, rows, keys, "seg", raw, rel)
     u8 = np.frombuffer(raw, dtype=np.uint8)
     walk = _walk_v0 if reader.version == 0 else _walk_v1
     boxes, areas, table, bad = walk(u8, rel, lens, keys, rows)

@@ -293,7 +293,8 @@ class Reader0(Reader):
     def _info(self, rows: Any, i: int) -> None:
         return None
 
-    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: Any, keys: np.ndarray, kind: str) -> None:
+    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: Any, keys: np.ndarray, kind: str,
+                     raw: Any = None, rel: Any = None) -> None:
         """Version 0 has no checksums."""
 
     def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
@@ -669,23 +670,32 @@ class Reader1(Reader):
         b = row["bbox"]
         return (int(row["seg_crc"]), int(b["minr"]), int(b["minc"]), int(b["maxr"]), int(b["maxc"]), int(row["area"]))
 
-    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: np.ndarray, keys: np.ndarray, kind: str) -> None:
-        """Check the CRCs of many records: of the whole section once when
-        they cover a good part of it (one pass over contiguous bytes), else
-        record by record."""
+    def _verify_bulk(self, offs: np.ndarray, lens: np.ndarray, rows: np.ndarray, keys: np.ndarray, kind: str,
+                     raw: Any = None, rel: Any = None) -> None:
+        """Check the CRCs of many records, whose bytes are ``raw`` (record
+        ``i`` at ``rel[i]``) when given: of the whole section once when they
+        cover a good part of it (one pass over contiguous bytes; none more
+        when ``raw`` is the whole section), else record by record."""
         section = "iids" if kind == "iid" else "segs"
-        _, size = self._sections[section]
+        base, size = self._sections[section]
         if section in self._verified_sections:
             return
         if 4 * int(lens.sum()) >= size:
-            try:
-                self.section_bytes(section)
+            whole = raw is not None and len(raw) == size and offs.size and int(offs.min()) == base
+            if whole and crc32c(raw) == self._crcs[section]:
+                self._verified_sections.add(section)
                 return
-            except IIDChecksumError:
-                pass  # damage somewhere in the section: it matters only if it is in one of these records
+            if not whole:
+                try:
+                    self.section_bytes(section)
+                    return
+                except IIDChecksumError:
+                    pass  # damage somewhere in the section: it matters only if it is in one of these records
         crcs = rows[f"{kind}_crc"].tolist()
+        view = memoryview(raw) if raw is not None else None
         for i, (off, n) in enumerate(zip(offs.tolist(), lens.tolist())):
-            self._verify(self.source.read(off, n, section), int(keys[i]), kind, off, crcs[i] if kind == "iid" else (crcs[i],))
+            data = view[int(rel[i]) : int(rel[i]) + n] if view is not None else self.source.read(off, n, section)
+            self._verify(data, int(keys[i]), kind, off, crcs[i] if kind == "iid" else (crcs[i],))
 
     def _verify(self, data: Any, key: int, kind: str, at: int, info: Any) -> None:
         expected = info if kind == "iid" else info[0]
