@@ -222,21 +222,7 @@ def _tight_step(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray, out: 
     has = ntrue > 0
     if not has.any():
         return
-    # Run j is True when j - offsets[mask] is odd: j's parity flipped for
-    # masks starting at an odd offset.
-    flip = np.repeat((offsets[:-1] & 1).astype(np.uint8), nruns)
-    flip ^= _ALT[: runs.size] if runs.size <= _ALT.size else (np.arange(runs.size) & 1).astype(np.uint8)
-    true = flip.view(np.bool_)
-    ends = np.cumsum(runs)
-    # Pixel offset of each mask in the cumulative sum (its first run's start).
-    base = np.zeros(count, dtype=np.int64)
-    nonempty = nruns > 0
-    first = offsets[:-1][nonempty]
-    base[nonempty] = ends[first] - runs[first]
-    ends = ends[true]
-    ends -= np.repeat(base, ntrue)
-    starts = ends - runs[true]
-    w = np.repeat(widths, ntrue)
+    starts, ends, w = _true_runs(runs, offsets, widths, nruns, ntrue)
     first_row = starts // w
     last_row = (ends - 1) // w
     one_row = first_row == last_row
@@ -255,6 +241,28 @@ def _tight_step(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray, out: 
 
 
 _ALT = (np.arange(1 << 17) & 1).astype(np.uint8)
+
+
+def _true_runs(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray, nruns: np.ndarray,
+               ntrue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ``[start, end)`` of every True run relative to its own mask, and
+    that mask's width, for runs laid out as :func:`tight_bboxes_of_runs` takes
+    them (``nruns``/``ntrue``: runs and True runs per mask)."""
+    count = offsets.size - 1
+    # Run j is True when j - offsets[mask] is odd: j's parity flipped for
+    # masks starting at an odd offset.
+    flip = np.repeat((offsets[:-1] & 1).astype(np.uint8), nruns)
+    flip ^= _ALT[: runs.size] if runs.size <= _ALT.size else (np.arange(runs.size) & 1).astype(np.uint8)
+    true = flip.view(np.bool_)
+    ends = np.cumsum(runs)
+    # Pixel offset of each mask in the cumulative sum (its first run's start).
+    base = np.zeros(count, dtype=np.int64)
+    nonempty = nruns > 0
+    first = offsets[:-1][nonempty]
+    base[nonempty] = ends[first] - runs[first]
+    ends = ends[true]
+    ends -= np.repeat(base, ntrue)
+    return ends - runs[true], ends, np.repeat(widths, ntrue)
 
 
 def single_component_of_runs(runs: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:
@@ -281,17 +289,7 @@ def single_component_of_runs(runs: np.ndarray, offsets: np.ndarray, widths: np.n
     has = ntrue > 0
     if not has.any():
         return out
-    flip = np.repeat((offsets[:-1] & 1).astype(np.uint8), nruns)
-    flip ^= _ALT[: runs.size] if runs.size <= _ALT.size else (np.arange(runs.size) & 1).astype(np.uint8)
-    true = flip.view(np.bool_)
-    ends = np.cumsum(runs)
-    base = np.zeros(count, dtype=np.int64)
-    first = offsets[:-1][nruns > 0]
-    base[nruns > 0] = ends[first] - runs[first]
-    ends = ends[true]
-    ends -= np.repeat(base, ntrue)
-    starts = ends - runs[true]
-    w = np.repeat(widths, ntrue)
+    starts, ends, w = _true_runs(runs, offsets, widths, nruns, ntrue)
     ra = starts // w
     rb = (ends - 1) // w
     ca = starts - ra * w  # column of the first pixel

@@ -6,6 +6,7 @@ path of the version-1 writer, each against its one-mask-at-a-time original
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,6 +41,17 @@ def _same_masks(got: list[np.ndarray], want: list[np.ndarray]) -> None:
     for g, w in zip(got, want):
         assert g.dtype == np.bool_ and g.shape == w.shape and g.flags.c_contiguous
         assert np.array_equal(g, w)
+
+
+def _decode_many_agrees(codec: Any, buffers: list, shapes: list) -> None:
+    """decode_many refuses what decode refuses, and else decodes the same."""
+    try:
+        want = [codec.decode(b, s) for b, s in zip(buffers, shapes)]
+    except IIDCodecError:
+        with pytest.raises(IIDCodecError):
+            codec.decode_many(buffers, shapes)
+    else:
+        _same_masks(codec.decode_many(buffers, shapes), want)
 
 
 # -- encode_many / decode_many ----------------------------------------------------
@@ -128,13 +140,7 @@ def test_decode_many_fails_exactly_when_decode_fails(name: str, ms: list[np.ndar
         h, w = shapes[i]
         shapes[i] = (h + 1, w)
     buffers = [bytes(p) for p in payloads]
-    try:
-        want = [codec.decode(b, s) for b, s in zip(buffers, shapes)]
-    except IIDCodecError:
-        with pytest.raises(IIDCodecError):
-            codec.decode_many(buffers, shapes)
-    else:
-        _same_masks(codec.decode_many(buffers, shapes), want)
+    _decode_many_agrees(codec, buffers, shapes)
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -380,10 +386,4 @@ def test_decode_many_of_garbage_agrees_with_decode(items: list[tuple[bytes, int,
     codec = get_codec(name)
     buffers = [memoryview(b) for b, _, _ in items]  # any bytes-like input
     shapes = [(h, w) for _, h, w in items]
-    try:
-        want = [codec.decode(b, s) for b, s in zip(buffers, shapes)]
-    except IIDCodecError:
-        with pytest.raises(IIDCodecError):
-            codec.decode_many(buffers, shapes)
-    else:
-        _same_masks(codec.decode_many(buffers, shapes), want)
+    _decode_many_agrees(codec, buffers, shapes)
