@@ -28,6 +28,7 @@ usable after the file is closed.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -228,7 +229,7 @@ class SegmentBatch:
 
     __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count", "rbbox", "rcodec", "roff",
                  "rlen", "bufs", "state", "start", "parts", "chunk", "chunk_bounds", "left",
-                 "chunk_bufs", "eager", "u8")
+                 "chunk_bufs", "eager", "u8", "lock")
 
     LAZY, COMPOSE, PENDING = -1, -2, -3
 
@@ -256,47 +257,53 @@ class SegmentBatch:
         """Segment ``i``'s decoded mask as a read-only view when it is one
         region's pixels in place (else None), without handing it over: for
         readers that do not keep it."""
-        b = self.state[i]
-        if b == self.PENDING:
-            _decode_chunk(self, self.chunk[i])
+        with self.lock:
             b = self.state[i]
-        if b < 0:
-            return None
-        minr, minc, maxr, maxc = self.bboxes[i]
-        s = self.start[i]
-        view = self.bufs[b][s : s + (maxr - minr) * (maxc - minc)].reshape(maxr - minr, maxc - minc)
+            if b == self.PENDING:
+                _decode_chunk(self, self.chunk[i])
+                b = self.state[i]
+            if b < 0:
+                return None
+            minr, minc, maxr, maxc = self.bboxes[i]
+            s = self.start[i]
+            view = self.bufs[b][s : s + (maxr - minr) * (maxc - minc)].reshape(maxr - minr, maxc - minc)
         view.flags.writeable = False
         return view
 
     def mask(self, i: int) -> np.ndarray | None:
         """Segment ``i``'s whole mask, now the caller's; None when it must be
-        decoded from its regions."""
-        b = self.state[i]
-        if b == self.PENDING:
-            _decode_chunk(self, self.chunk[i])
+        decoded from its regions.
+
+        Under the batch's lock: threads may ask for masks of one fetch at
+        once, and a chunk's state (decoded, handed out, released) is shared.
+        """
+        with self.lock:
             b = self.state[i]
-        if b == self.LAZY:
-            return None
-        minr, minc, maxr, maxc = self.bboxes[i]
-        h, w = maxr - minr, maxc - minc
-        if b >= 0:
-            s = self.start[i]
-            out = self.bufs[b][s : s + h * w].reshape(h, w)
-        else:
-            # Composed here, per segment: a few slice copies cost less than
-            # any vectorised per-pixel placement over all segments.
-            check_pixels(h, w, "segment mask")
-            out = np.zeros((h, w), dtype=np.bool_)
-            bufs = self.bufs
-            places, lo, hi = self.parts.pop(i)
-            for b, s, r0, r1, c0, c1 in places[lo:hi].tolist():
-                out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-        self.state[i] = self.LAZY  # handed over: the next mask() decodes afresh
-        c = self.chunk[i]
-        self.left[c] -= 1
-        if not self.left[c]:
-            for b in self.chunk_bufs[c]:
-                self.bufs[b] = None  # every mask of the chunk is out: let the caller own the memory
+            if b == self.PENDING:
+                _decode_chunk(self, self.chunk[i])
+                b = self.state[i]
+            if b == self.LAZY:
+                return None
+            minr, minc, maxr, maxc = self.bboxes[i]
+            h, w = maxr - minr, maxc - minc
+            if b >= 0:
+                s = self.start[i]
+                out = self.bufs[b][s : s + h * w].reshape(h, w)
+            else:
+                # Composed here, per segment: a few slice copies cost less
+                # than any vectorised per-pixel placement over all segments.
+                check_pixels(h, w, "segment mask")
+                out = np.zeros((h, w), dtype=np.bool_)
+                bufs = self.bufs
+                places, lo, hi = self.parts.pop(i)
+                for b, s, r0, r1, c0, c1 in places[lo:hi].tolist():
+                    out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            self.state[i] = self.LAZY  # handed over: the next mask() decodes afresh
+            c = self.chunk[i]
+            self.left[c] -= 1
+            if not self.left[c]:
+                for b in self.chunk_bufs[c]:
+                    self.bufs[b] = None  # every mask of the chunk is out: let the caller own the memory
         return out
 
 
@@ -332,6 +339,7 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     batch.rcodec, batch.roff, batch.rlen = rcodec, rpoff, rplen  # numpy: read per region, rarely
     batch.bufs = []
     batch.u8 = u8
+    batch.lock = threading.Lock()
     _plan(batch, boxes, first, count, rseg, rbox, rplen, decode)
     return batch
 

@@ -335,3 +335,19 @@ def test_chunks_are_released_once_handed_out(monkeypatch: Any) -> None:
     assert batch.bufs and all(b is None for b in batch.bufs)
     again = [e.seg.mask() for e in entries]
     assert all(np.array_equal(a, b) and not np.shares_memory(a, b) for a, b in zip(first, again))
+
+
+def test_masks_from_many_threads(monkeypatch: Any) -> None:
+    """Threads asking for masks of one fetch at once (chunks decoded, handed
+    out and released concurrently) get the same masks as one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = _workload_file(1, n=600)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1)
+    monkeypatch.setattr(bulk, "DECODE_CHUNK", 256)
+    expected = [e.seg.mask() for e in iidschema.IIDFile(data).fetch(everything=True)]
+    for _ in range(3):
+        entries = iidschema.IIDFile(data).fetch(everything=True)
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda e: e.seg.mask(), entries))
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected))
