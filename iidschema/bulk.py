@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import masks as _masks
 from . import schema
 from .codecs import get_codec
-from . import masks as _masks
 from .errors import IIDError
-from .masks import check_pixels
+from .masks import check_pixels, exclusive_cumsum
 from .model import IID, Region, Regions, Segment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,11 +63,6 @@ DECODE_CHUNK = 1 << 16
 #: memory).
 EAGER_OVERLAP = 4
 
-
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(values.size + 1, dtype=np.int64)
-    np.cumsum(values, out=out[1:])
-    return out
 
 
 def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype, chunk: int = 1 << 16) -> np.ndarray:
@@ -101,7 +96,7 @@ def copy_records(reader: "Reader", offs: np.ndarray, lens: np.ndarray, section: 
     if hi - lo <= 2 * total + 65536:
         return bytes(reader.source.read(lo, hi - lo, section)), offs - lo
     parts = [reader.source.read(o, n, section) for o, n in zip(offs.tolist(), lens.tolist())]
-    return b"".join(parts), _exclusive_cumsum(lens)[:-1]
+    return b"".join(parts), exclusive_cumsum(lens)[:-1]
 
 
 class IIDBatch:
@@ -145,7 +140,7 @@ class IIDBatch:
         wanted = [bytes(8) + a + bytes(8) for a in addresses]
         w = np.concatenate([np.frombuffer(x, dtype=np.uint8) for x in wanted])
         wlen = np.array([len(a) for a in addresses], dtype=np.int64)
-        wstart = _exclusive_cumsum(wlen + 16)[:-1] + 8
+        wstart = exclusive_cumsum(wlen + 16)[:-1] + 8
         theirs = _ends(w, wstart, wlen)
         return np.flatnonzero(np.isin(mine, theirs))
 
@@ -324,7 +319,7 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     order = np.argsort(rseg, kind="stable")  # region j of every segment was found in pass j
     rseg, rbox, rcodec, rpoff, rplen = rseg[order], rbox[order], rcodec[order], rpoff[order], rplen[order]
     count = np.bincount(rseg, minlength=keys.size)
-    first = _exclusive_cumsum(count)[:-1]
+    first = exclusive_cumsum(count)[:-1]
 
     batch = SegmentBatch()
     batch.raw = raw
@@ -333,7 +328,7 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     batch.areas = areas.tolist()
     batch.components = reader.version == 0
     # Per segment, Python lists of what every Segment / mask() needs; per
-    # region, numpy rows read only for composed segments and regions().
+    # region, numpy rows (read when a chunk is decoded, and by regions()).
     batch.first, batch.count = first, count
     batch.rbbox = rbox
     batch.rcodec, batch.roff, batch.rlen = rcodec, rpoff, rplen  # numpy: read per region, rarely
@@ -451,7 +446,7 @@ def _plan(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.n
     # The amplification budget, per chunk: pixels produced so far in the
     # chunk against the chunk's payload bytes.
     produced = np.cumsum(np.where(eager, pix, 0))
-    bounds = _exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
+    bounds = exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
     before = np.concatenate([[0], produced])[bounds[:-1]]
     budget = EAGER_PIXELS_PER_BYTE * np.bincount(chunk, weights=pay, minlength=nchunk) + EAGER_MIN_PIXELS
     eager &= produced - before[chunk] <= budget[chunk]
@@ -513,7 +508,7 @@ def _decode_chunk(batch: SegmentBatch, c: int) -> None:
         r0 = rbox[sel, 0] - boxes[seg, 0]
         c0 = rbox[sel, 1] - boxes[seg, 1]
         places = np.stack([rbuf[sel], rstart[sel], r0, r0 + rh[sel], c0, c0 + rw[sel]], axis=1)
-        bounds = _exclusive_cumsum(count[compose]).tolist()
+        bounds = exclusive_cumsum(count[compose]).tolist()
         batch.parts.update(zip((lo + compose).tolist(), ((places, a, b) for a, b in zip(bounds[:-1], bounds[1:]))))
     if not batch.left[c]:
         for b in batch.chunk_bufs[c]:

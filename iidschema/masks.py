@@ -178,6 +178,14 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return np.unique(keys)
 
 
+def exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    """``[0, v0, v0+v1, ...]`` (int64, one longer than ``values``): where each
+    of many back-to-back pieces of those sizes starts, and the total last."""
+    out = np.zeros(np.size(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
 def tight_bbox(mask: np.ndarray, origin: tuple[int, int]) -> BBox | None:
     """Absolute bbox of the set pixels of ``mask`` (None when there are none)."""
     rows = np.flatnonzero(mask.any(axis=1))

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IIDCodecError
+from ..masks import exclusive_cumsum
 from .base import packed_size
 from .packbits import PackBitsCodec
 from .rle import RLECodec, rle_decode_flat
@@ -43,12 +44,6 @@ def join_payloads(raw: Any, offsets: np.ndarray, lengths: np.ndarray) -> bytes:
     """
     view = memoryview(raw)
     return b"".join([view[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist())])
-
-
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(values.size + 1, dtype=np.int64)
-    np.cumsum(values, out=out[1:])
-    return out
 
 
 def decode_flat(
@@ -90,7 +85,7 @@ def _packbits_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, pixels: n
             span = np.frombuffer(raw, dtype=np.uint8, count=hi - lo, offset=lo)
             return np.unpackbits(span).view(np.bool_), 8 * (offsets - lo)
     joined = np.frombuffer(join_payloads(raw, offsets, lengths), dtype=np.uint8)
-    return np.unpackbits(joined).view(np.bool_), 8 * _exclusive_cumsum(lengths)[:-1]
+    return np.unpackbits(joined).view(np.bool_), 8 * exclusive_cumsum(lengths)[:-1]
 
 
 def _generic_flat(
@@ -99,7 +94,7 @@ def _generic_flat(
     # One region at a time into the output: never the regions and their
     # concatenation at once.
     hs, ws = np.asarray(heights, dtype=np.int64), np.asarray(widths, dtype=np.int64)
-    starts = _exclusive_cumsum(hs * ws)
+    starts = exclusive_cumsum(hs * ws)
     bits = np.empty(int(starts[-1]), dtype=np.bool_)
     view = memoryview(raw)
     for o, n, h, w, s in zip(offsets.tolist(), lengths.tolist(), hs.tolist(), ws.tolist(), starts.tolist()):
