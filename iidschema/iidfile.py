@@ -9,6 +9,7 @@ keeps every entry; files are opened read-only and can be closed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from typing import Any, Iterable, Iterator, Sequence
@@ -208,9 +209,7 @@ class IIDFile:
         read now, in one bulk pass over the file."""
         # Millions of small objects, none of them garbage: the cyclic collector
         # would rescan them over and over (about a fifth of a bulk fetch).
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _gc_paused():
             klist = keys.tolist()
             ents = self._entries
             missing = [k for k in klist if k not in ents] if ents else klist
@@ -222,9 +221,6 @@ class IIDFile:
                     self._load(entries, "iid")
                 if segs:
                     self._load(entries, "seg")
-        finally:
-            if was_enabled:
-                gc.enable()
         return entries
 
     def _load(self, entries: list[Entry], kind: str) -> None:
@@ -535,13 +531,8 @@ class IIDFile:
             raise IIDLimitError(f"cannot write format version {version}; supported: {', '.join(map(str, schema.SUPPORTED_VERSIONS))}")
         # Encoding builds many short-lived objects while every entry is alive:
         # the cyclic collector would rescan all entries over and over.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _gc_paused():
             atomic_write(fpath, write)
-        finally:
-            if was_enabled:
-                gc.enable()
         self._reopen(os.fspath(fpath))
 
     def _reopen(self, path: str) -> None:
@@ -555,6 +546,18 @@ class IIDFile:
         self.version = self._reader.version
         if old is not None:
             old.close()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (if it runs) for a bulk build."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _overlapping_pairs(boxes: np.ndarray, chunk: int = 1 << 22) -> Iterator[tuple[int, int]]:
