@@ -21,6 +21,7 @@ from .errors import (
     IIDPluginError,
     IIDVersionError,
 )
+from .columnar import MaskColumns
 from .iidfile import DEFAULT_VERSION, IIDFile, open
 from .model import IID, Entry, Region, Regions, Segment
 from .schema import SUPPORTED_VERSIONS
@@ -37,6 +38,7 @@ __all__ = [
     "Region",
     "Regions",
     "Segment",
+    "MaskColumns",
     "DEFAULT_VERSION",
     "SUPPORTED_VERSIONS",
     "read",

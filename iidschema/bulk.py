@@ -29,7 +29,7 @@ usable after the file is closed.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -302,9 +302,32 @@ class SegmentBatch:
         return out
 
 
-def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> SegmentBatch | None:
-    """The segment records of ``keys`` (int64, in range), verified, checked,
-    and (with ``decode``) their masks decoded where that is safe (None: read
+class SegmentTable(NamedTuple):
+    """The segment records of many keys, parsed and checked, as columns.
+
+    Per segment ``i``: ``boxes[i]`` (minr, minc, maxr, maxc), ``areas[i]``,
+    and regions ``first[i] .. first[i] + count[i] - 1``.  Per region ``j``
+    (in segment order): ``rseg[j]`` (its segment), ``rbox[j]`` (absolute),
+    ``rcodec[j]``, and its payload ``u8[roff[j] : roff[j] + rlen[j]]``.
+    ``raw`` owns the bytes ``u8`` views.
+    """
+
+    raw: bytes
+    u8: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    first: np.ndarray
+    count: np.ndarray
+    rseg: np.ndarray
+    rbox: np.ndarray
+    rcodec: np.ndarray
+    roff: np.ndarray
+    rlen: np.ndarray
+
+
+def segment_table(reader: "Reader", keys: np.ndarray) -> SegmentTable | None:
+    """The segment records of ``keys`` (int64, in range), verified and
+    checked as the one-record parser checks them, as columns (None: read
     them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "seg")
     raw, rel = copy_records(reader, offs, lens, "segs")
@@ -320,22 +343,31 @@ def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> Se
     rseg, rbox, rcodec, rpoff, rplen = rseg[order], rbox[order], rcodec[order], rpoff[order], rplen[order]
     count = np.bincount(rseg, minlength=keys.size)
     first = exclusive_cumsum(count)[:-1]
+    return SegmentTable(raw, u8, boxes, areas, first, count, rseg, rbox, rcodec, rpoff, rplen)
 
+
+def segment_batch(reader: "Reader", keys: np.ndarray, decode: bool = True) -> SegmentBatch | None:
+    """The segment records of ``keys`` (int64, in range), verified, checked,
+    and (with ``decode``) their masks decoded where that is safe (None: read
+    them one by one, see :func:`_raise_first`)."""
+    t = segment_table(reader, keys)
+    if t is None:
+        return None
     batch = SegmentBatch()
-    batch.raw = raw
+    batch.raw = t.raw
     batch.keys = keys.tolist()
-    batch.bboxes = list(zip(*boxes.T.tolist()))  # tuples straight from the columns
-    batch.areas = areas.tolist()
+    batch.bboxes = list(zip(*t.boxes.T.tolist()))  # tuples straight from the columns
+    batch.areas = t.areas.tolist()
     batch.components = reader.version == 0
     # Per segment, Python lists of what every Segment / mask() needs; per
     # region, numpy rows (read when a chunk is decoded, and by regions()).
-    batch.first, batch.count = first, count
-    batch.rbbox = rbox
-    batch.rcodec, batch.roff, batch.rlen = rcodec, rpoff, rplen  # numpy: read per region, rarely
+    batch.first, batch.count = t.first, t.count
+    batch.rbbox = t.rbox
+    batch.rcodec, batch.roff, batch.rlen = t.rcodec, t.roff, t.rlen  # numpy: read per region, rarely
     batch.bufs = []
-    batch.u8 = u8
+    batch.u8 = t.u8
     batch.lock = threading.Lock()
-    _plan(batch, boxes, first, count, rseg, rbox, rplen, decode)
+    _plan(batch, t.boxes, t.first, t.count, t.rseg, t.rbox, t.rlen, decode)
     return batch
 
 

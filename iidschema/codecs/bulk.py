@@ -36,14 +36,20 @@ from .rle import RLECodec, rle_decode_flat
 __all__ = ["decode_flat", "join_payloads"]
 
 
-def join_payloads(raw: Any, offsets: np.ndarray, lengths: np.ndarray) -> bytes:
-    """The payload bytes ``raw[o:o+n]`` of every (o, n), concatenated.
+def join_payloads(raw: Any, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The payload bytes ``raw[o:o+n]`` of every (o, n), concatenated, as a
+    ``uint8`` array.
 
-    ``bytes.join`` over memoryview slices is one C-level copy per payload
-    (numpy fancy indexing would need an 8-byte index per payload byte).
+    One numpy gather with an index of every byte (8 bytes of index per
+    payload byte, built with one ``np.repeat``): at tens of thousands of
+    payloads of a few dozen bytes, half the time of a ``bytes.join`` over
+    memoryview slices (a Python object per payload).
     """
-    view = memoryview(raw)
-    return b"".join([view[o : o + n] for o, n in zip(offsets.tolist(), lengths.tolist())])
+    u8 = np.frombuffer(raw, dtype=np.uint8)
+    starts = exclusive_cumsum(lengths)
+    index = np.arange(int(starts[-1]), dtype=np.int64)
+    index += np.repeat(offsets - starts[:-1], lengths)
+    return u8[index]
 
 
 def decode_flat(
@@ -65,7 +71,7 @@ def decode_flat(
     if isinstance(codec, PackBitsCodec) and type(codec).decode is PackBitsCodec.decode:
         return _packbits_flat(raw, offsets, lengths, pixels)
     if isinstance(codec, RLECodec) and type(codec).decode is RLECodec.decode:
-        return _rle_flat(raw, offsets, lengths, list(zip(np.asarray(heights).tolist(), np.asarray(widths).tolist())))
+        return _rle_flat(raw, offsets, lengths, np.stack([np.asarray(heights, dtype=np.int64), np.asarray(widths, dtype=np.int64)], axis=1))
     return _generic_flat(codec, raw, offsets, lengths, heights, widths)
 
 
@@ -84,7 +90,7 @@ def _packbits_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, pixels: n
             # than copying every payload first.
             span = np.frombuffer(raw, dtype=np.uint8, count=hi - lo, offset=lo)
             return np.unpackbits(span).view(np.bool_), 8 * (offsets - lo)
-    joined = np.frombuffer(join_payloads(raw, offsets, lengths), dtype=np.uint8)
+    joined = join_payloads(raw, offsets, lengths)
     return np.unpackbits(joined).view(np.bool_), 8 * exclusive_cumsum(lengths)[:-1]
 
 
@@ -102,11 +108,11 @@ def _generic_flat(
     return bits, starts[:-1]
 
 
-def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, dims: list) -> tuple[np.ndarray, np.ndarray]:
+def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every ``rle`` payload at once (:func:`~iidschema.codecs.rle.rle_decode_flat`:
     LEB128 over the concatenation, one ``np.repeat`` for all pixels)."""
     flat, starts = rle_decode_flat(join_payloads(raw, offsets, lengths), lengths, dims)
     if flat is None:  # absurd payloads: exact, one by one
         codec = RLECodec()
-        return _generic_flat(codec, raw, offsets, lengths, [h for h, _ in dims], [w for _, w in dims])
+        return _generic_flat(codec, raw, offsets, lengths, dims[:, 0], dims[:, 1])
     return flat, starts

@@ -471,7 +471,7 @@ def rle_decode_many(buffers: Sequence[bytes | memoryview], shapes: Sequence[tupl
 
 
 def rle_decode_flat(
-    joined: bytes | memoryview | np.ndarray, lengths: np.ndarray, dims: Sequence[tuple[int, int]]
+    joined: bytes | memoryview | np.ndarray, lengths: np.ndarray, dims: Sequence[tuple[int, int]] | np.ndarray
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """Decode the ``rle`` payloads concatenated in ``joined`` (payload ``i``
     is ``lengths[i]`` bytes, of a mask of shape ``dims[i]``) into one flat
@@ -487,7 +487,10 @@ def rle_decode_flat(
     count = len(dims)
     bstart = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(lengths, out=bstart[1:])
-    npix = np.array([h * w for h, w in dims], dtype=np.int64) if count else np.zeros(0, np.int64)
+    if isinstance(dims, np.ndarray):  # (count, 2): no Python tuple per payload
+        npix = dims[:, 0].astype(np.int64) * dims[:, 1] if count else np.zeros(0, np.int64)
+    else:
+        npix = np.array([h * w for h, w in dims], dtype=np.int64) if count else np.zeros(0, np.int64)
     starts = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(npix, out=starts[1:])
     starts = starts[:-1]

@@ -1,0 +1,302 @@
+"""Many masks as columns: :meth:`IIDFile.masks` and :class:`MaskColumns`.
+
+``fetch()`` returns one :class:`~iidschema.model.Entry` per key and a fresh
+array per ``mask()`` call: the natural shape for code that looks at entries
+one at a time, but at hundreds of thousands of entries the Python objects
+alone cost more than decoding every pixel (``docs/PERFORMANCE.md``).  Code
+that wants *all* the masks of a selection (a training pipeline, a
+rasteriser, a statistics pass) gets them here as columns instead: the keys,
+bboxes and areas as numpy arrays, and every mask decoded into a few large
+buffers with one numpy call per codec, no object per entry.
+
+The buffers are the decoders' own outputs (one per codec present, plus one
+for masks that had to be composed from several regions), so a mask is a
+view: ``columns[i]`` is ``buffers[buffer_of[i]][starts[i] : starts[i] +
+h * w].reshape(h, w)``.  Masks of one buffer need not be adjacent (a
+``packbits`` payload is padded to whole bytes, version 0 region heads sit
+between payloads): what lies between them is not part of any mask.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from . import bulk
+from . import masks as _masks
+from .codecs import get_codec
+from .errors import IIDCodecError, IIDLimitError
+from .masks import exclusive_cumsum
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .iidfile import IIDFile
+
+__all__ = ["MaskColumns", "read_masks"]
+
+
+class MaskColumns:
+    """The masks of many entries, decoded, in key order (see the module
+    docstring for the layout).
+
+    Columns: ``keys`` (int64, sorted), ``bboxes`` (``(n, 4)`` int64:
+    minr, minc, maxr, maxc, max exclusive), ``areas`` (int64, set pixels
+    as stored), and the pixel buffers ``buffers`` (1-D ``bool``) with
+    ``buffer_of`` and ``starts`` locating each mask.
+
+    ``columns[i]`` (also negative ``i``) and iteration give the masks as
+    ``(h, w)`` views into the buffers: writable, shared with this object,
+    and alive as long as any view is.  ``columns.mask(key)`` finds a mask by
+    its key.
+    """
+
+    __slots__ = ("keys", "bboxes", "areas", "buffers", "buffer_of", "starts")
+
+    def __init__(self, keys: np.ndarray, bboxes: np.ndarray, areas: np.ndarray, buffers: list[np.ndarray],
+                 buffer_of: np.ndarray, starts: np.ndarray):
+        self.keys, self.bboxes, self.areas = keys, bboxes, areas
+        self.buffers, self.buffer_of, self.starts = buffers, buffer_of, starts
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    def __repr__(self) -> str:
+        return f"<MaskColumns: {len(self)} masks, {self.pixel_count} pixels in {len(self.buffers)} buffers>"
+
+    @property
+    def shapes(self) -> np.ndarray:
+        """``(n, 2)`` int64: each mask's (height, width)."""
+        return np.stack([self.bboxes[:, 2] - self.bboxes[:, 0], self.bboxes[:, 3] - self.bboxes[:, 1]], axis=1)
+
+    @property
+    def pixel_count(self) -> int:
+        """Pixels of all masks together (what a dense copy would hold)."""
+        s = self.shapes
+        return int((s[:, 0] * s[:, 1]).sum())
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"MaskColumns index must be an int, got {type(i).__name__}")
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} masks")
+        i %= n
+        minr, minc, maxr, maxc = self.bboxes[i].tolist()
+        h, w = maxr - minr, maxc - minc
+        s = int(self.starts[i])
+        return self.buffers[int(self.buffer_of[i])][s : s + h * w].reshape(h, w)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        bufs = self.buffers
+        for b, s, (minr, minc, maxr, maxc) in zip(self.buffer_of.tolist(), self.starts.tolist(), self.bboxes.tolist()):
+            h, w = maxr - minr, maxc - minc
+            yield bufs[b][s : s + h * w].reshape(h, w)
+
+    def index(self, key: int) -> int:
+        """The position of ``key`` in :attr:`keys` (``KeyError`` if absent)."""
+        i = int(np.searchsorted(self.keys, key))
+        if i == self.keys.size or self.keys[i] != key:
+            raise KeyError(f"key {key} is not among these masks")
+        return i
+
+    def mask(self, key: int) -> np.ndarray:
+        """The mask of entry ``key`` (a view, as ``columns[i]``)."""
+        return self[self.index(key)]
+
+
+def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None) -> MaskColumns:
+    """Decode the masks of ``keys`` (sorted, unique, in range) of ``f``.
+
+    On-disk entries are parsed with the bulk record walk of
+    :mod:`iidschema.bulk` (every check of the one-record parser, a bad record
+    reported as precisely) and decoded one codec at a time over the whole
+    selection (see :func:`_decode_disk` for the few read one by one);
+    entries added in memory are copied in.  ``max_pixels``
+    (default :data:`iidschema.masks.MAX_MASK_PIXELS`) bounds everything
+    decoded, checked before anything is allocated: a small file whose
+    bboxes claim gigapixels is refused with :class:`IIDLimitError`, never
+    decoded.
+    """
+    limit = _masks.MAX_MASK_PIXELS if max_pixels is None else int(max_pixels)
+    keys = np.asarray(keys, dtype=np.int64)
+    n = keys.size
+    on_disk = keys < f._disk_count if f._reader is not None else np.zeros(n, dtype=np.bool_)
+    disk_keys = keys[on_disk]
+    table = bulk.segment_table(f._reader, disk_keys) if disk_keys.size else None
+
+    bboxes = np.zeros((n, 4), dtype=np.int64)
+    areas = np.zeros(n, dtype=np.int64)
+    buffer_of = np.zeros(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int64)
+    # Masks that are not one region in place: composed (or copied) into
+    # their own dense buffer, in selection order.
+    composed: list[tuple[int, object]] = []  # (index in the selection, its row in ``table`` or a Segment)
+    buffers: list[np.ndarray] = []
+    places = None
+
+    disk_idx = np.flatnonzero(on_disk)
+    if table is not None:
+        bboxes[disk_idx], areas[disk_idx] = table.boxes, table.areas
+        direct, lazy, places = _decode_disk(table, limit, buffers)
+        d = np.flatnonzero(direct)
+        buffer_of[disk_idx[d]] = places[0][table.first[d]]
+        starts[disk_idx[d]] = places[1][table.first[d]]
+        composed.extend(zip(disk_idx[~direct & ~lazy].tolist(), np.flatnonzero(~direct & ~lazy).tolist()))
+        one_by_one = disk_idx[lazy]
+    else:  # the bulk walk declined: read those records one by one
+        one_by_one = disk_idx
+    if one_by_one.size:
+        for i, seg in zip(one_by_one.tolist(), f._reader.segments(keys[one_by_one])):
+            bboxes[i], areas[i] = seg.bbox, seg.area
+            composed.append((i, seg))
+    for i in np.flatnonzero(~on_disk).tolist():
+        seg = f._entries[int(keys[i])].seg
+        bboxes[i], areas[i] = seg.bbox, seg.area
+        composed.append((i, seg))
+
+    if composed:
+        composed.sort(key=lambda item: item[0])
+        _compose(composed, table, bboxes, limit, buffers, buffer_of, starts, places)
+    return MaskColumns(keys, bboxes, areas, buffers, buffer_of, starts)
+
+
+def _pixels(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _check_total(pixels: int, limit: int, what: str) -> None:
+    if pixels > limit:
+        raise IIDLimitError(
+            f"{what} hold {pixels} pixels, above the limit of {limit} (iidschema.masks.MAX_MASK_PIXELS); "
+            "pass max_pixels=... (or set IIDSCHEMA_MAX_MASK_PIXELS) if you trust this file, or read fewer keys"
+        )
+
+
+def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) -> tuple:
+    """Decode the regions of ``t`` codec by codec, each codec's over the
+    whole selection in one :func:`~iidschema.codecs.bulk.decode_flat` call.
+
+    Returns ``(direct, lazy, places)``: per segment, whether it is one
+    region covering its bbox (its mask is that region's output, in place),
+    and whether it must be read one record at a time instead (its regions
+    overlap far beyond its own pixels, :data:`iidschema.bulk.EAGER_OVERLAP`,
+    as only a hostile file's do; or a payload of its codec is malformed:
+    the one-record path then reports which, exactly as ``mask()`` does);
+    per region, ``places = (buffer, start, rows, columns)`` of its pixels.
+    """
+    from .codecs.bulk import decode_flat  # imports the built-in codecs: only when decoding
+
+    rh = t.rbox[:, 2] - t.rbox[:, 0]
+    rw = t.rbox[:, 3] - t.rbox[:, 1]
+    rpix = rh * rw
+    seg_pix = _pixels(t.boxes)
+    lazy = np.bincount(t.rseg, weights=rpix, minlength=t.count.size) > bulk.EAGER_OVERLAP * seg_pix + 64
+    # Everything decoded here, bounded before any of it is allocated.
+    decode = ~lazy[t.rseg]
+    _check_total(int(rpix[decode].sum()), limit, "the regions of these segments")
+    _check_total(int(seg_pix.sum()), limit, "these masks")
+    first_row = np.minimum(t.first, max(t.rseg.size - 1, 0))
+    direct = (t.count == 1) & (t.rbox[first_row] == t.boxes).all(axis=1) if t.rseg.size else np.zeros(t.count.size, np.bool_)
+    rstart = np.zeros(t.rseg.size, dtype=np.int64)
+    rbuf = np.full(t.rseg.size, -1, dtype=np.int64)
+    for codec_id in np.unique(t.rcodec[decode]).tolist():
+        sel = np.flatnonzero(decode & (t.rcodec == codec_id))
+        try:
+            bits, where = decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
+        except IIDCodecError:
+            lazy[t.rseg[sel]] = True
+            continue
+        rbuf[sel] = len(buffers)
+        rstart[sel] = where
+        buffers.append(bits)
+    return direct & ~lazy, lazy, (rbuf, rstart, rh, rw)
+
+
+def _compose(composed: list, t: bulk.SegmentTable | None, bboxes: np.ndarray, limit: int, buffers: list[np.ndarray],
+             buffer_of: np.ndarray, starts: np.ndarray, places: tuple | None) -> None:
+    """Masks not in place, in one more buffer: their regions' decoded pixels
+    placed (:func:`_place`), or a segment read one by one or added in memory
+    copied in."""
+    idx = np.array([i for i, _ in composed], dtype=np.int64)
+    pix = _pixels(bboxes[idx])
+    _check_total(int(pix.sum()), limit, "these masks")
+    offs = exclusive_cumsum(pix)
+    out = np.zeros(int(offs[-1]), dtype=np.bool_)
+    b = len(buffers)
+    buffers.append(out)
+    buffer_of[idx] = b
+    starts[idx] = offs[:-1]
+    from_table = np.array([isinstance(what, int) for _, what in composed], dtype=np.bool_)
+    if from_table.any():
+        assert t is not None and places is not None
+        rbuf, rstart, rh, rw = places
+        segs = np.array([what for _, what in composed if isinstance(what, int)], dtype=np.int64)
+        # Every region of those segments, as Python rows: its buffer and
+        # start, and where it goes (flat start of the mask, the mask's width,
+        # the region's rows and columns in it).
+        rows = np.repeat(segs, t.count[segs])
+        j = np.arange(rows.size) - np.repeat(exclusive_cumsum(t.count[segs])[:-1], t.count[segs]) + t.first[rows]
+        owner = np.repeat(np.flatnonzero(from_table), t.count[segs])
+        box = bboxes[idx[owner]]
+        _place(out, buffers, rbuf[j], rstart[j], offs[owner], box[:, 3] - box[:, 1],
+               t.rbox[j, 0] - box[:, 0], t.rbox[j, 1] - box[:, 1], rh[j], rw[j], t.count[rows] == 1)
+    for (i, what), s, (minr, minc, maxr, maxc) in zip(composed, offs[:-1].tolist(), bboxes[idx].tolist()):
+        if not isinstance(what, int):
+            out[s : s + (maxr - minr) * (maxc - minc)] = what.mask().reshape(-1)  # type: ignore[attr-defined]
+
+
+#: Region pixels placed per numpy pass in :func:`_place` (its index arrays
+#: take 8 bytes per pixel; small enough that the allocator reuses them).
+PLACE_CHUNK = 1 << 20
+#: Regions of more pixels than this are placed with one slice assignment
+#: each (about the cost of placing this many pixels one by one).
+PLACE_SLICE = 512
+
+
+def _place(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, rstart: np.ndarray, dstart: np.ndarray,
+           dwidth: np.ndarray, r0: np.ndarray, c0: np.ndarray, rh: np.ndarray, rw: np.ndarray, alone: np.ndarray) -> None:
+    """Set in ``out`` the True pixels of many regions: region ``j`` is the
+    ``(rh[j], rw[j])`` block at ``buffers[rbuf[j]][rstart[j]:]``, and goes to
+    rows ``r0[j]..`` and columns ``c0[j]..`` of the mask that starts at
+    ``out[dstart[j]]`` with width ``dwidth[j]``; ``out`` is zero there, and
+    ``alone[j]`` says the region is its mask's only one.
+
+    Large regions are OR'd in with one slice assignment each.  Small ones
+    (version 0 stores one region per connected component: many of a few
+    pixels) are placed vectorised over their pixels, at most
+    :data:`PLACE_CHUNK` per pass, setting only the True ones (which is the
+    OR of overlapping regions): a slice assignment per region would cost far
+    more than its few pixels.
+    """
+    size = rh * rw
+    big = size > PLACE_SLICE
+    for b, rs, s, w, r, c, hh, ww, one in zip(*(a[big].tolist() for a in (rbuf, rstart, dstart, dwidth, r0, c0, rh, rw, alone))):
+        hit = buffers[b][rs : rs + hh * ww].reshape(hh, ww)
+        dest = out[s : s + (r + hh) * w].reshape(-1, w)[r:, c : c + ww]
+        if one:
+            dest[...] = hit
+        else:
+            np.logical_or(dest, hit, out=dest)
+    for b in np.unique(rbuf[~big]).tolist():
+        sel = np.flatnonzero((rbuf == b) & ~big)
+        src_buf = buffers[b]
+        ends = np.cumsum(size[sel])
+        cuts = np.searchsorted(ends, np.arange(PLACE_CHUNK, int(ends[-1]) if ends.size else 0, PLACE_CHUNK), side="right")
+        for part in np.split(sel, cuts):
+            if not part.size:
+                continue
+            # Row by row, a pixel's place in the mask is its place in the
+            # source plus a constant per region row: no division per pixel.
+            h, w = rh[part], rw[part]
+            row_region = np.repeat(np.arange(part.size), h)
+            row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
+            src_row = rstart[part][row_region] + row_in_region * w[row_region]
+            dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
+            row_width = w[row_region]
+            first = exclusive_cumsum(row_width)
+            src = np.arange(int(first[-1]), dtype=np.int64)
+            src += np.repeat(src_row - first[:-1], row_width)
+            hit = np.flatnonzero(src_buf[src])
+            src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
+            out[src[hit]] = True
