@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MaskColumns", "read_masks"]
 
+#: Payload bytes decoded per decoder call (see :func:`_decode_disk`).
+DECODE_CHUNK = 1 << 21
+
 
 class MaskColumns:
     """The masks of many entries, decoded, in key order (see the module
@@ -200,16 +203,22 @@ def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) ->
     direct = (t.count == 1) & (t.rbox[first_row] == t.boxes).all(axis=1) if t.rseg.size else np.zeros(t.count.size, np.bool_)
     rstart = np.zeros(t.rseg.size, dtype=np.int64)
     rbuf = np.full(t.rseg.size, -1, dtype=np.int64)
-    for codec_id in np.unique(t.rcodec[decode]).tolist():
-        sel = np.flatnonzero(decode & (t.rcodec == codec_id))
-        try:
-            bits, where = decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
-        except IIDCodecError:
-            lazy[t.rseg[sel]] = True
-            continue
-        rbuf[sel] = len(buffers)
-        rstart[sel] = where
-        buffers.append(bits)
+    # In parts of about DECODE_CHUNK payload bytes: a decoder's temporary
+    # arrays (several per payload byte or run) stay small next to its output.
+    cuts = np.searchsorted(np.cumsum(t.rlen), np.arange(DECODE_CHUNK, int(t.rlen.sum()), DECODE_CHUNK), side="right")
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), t.rseg.size]):
+        part = np.arange(lo, hi)[decode[lo:hi]]
+        codecs = t.rcodec[part]
+        for codec_id in np.unique(codecs).tolist():
+            sel = part[codecs == codec_id]
+            try:
+                bits, where = decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
+            except IIDCodecError:
+                lazy[t.rseg[sel]] = True
+                continue
+            rbuf[sel] = len(buffers)
+            rstart[sel] = where
+            buffers.append(bits)
     return direct & ~lazy, lazy, (rbuf, rstart, rh, rw)
 
 
