@@ -65,15 +65,17 @@ EAGER_OVERLAP = 4
 
 
 
-def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype, chunk: int = 1 << 16) -> np.ndarray:
-    """Records of ``dtype`` at byte positions ``pos`` of ``u8`` (all in range),
-    ``chunk`` records at a time (the byte index is 8 bytes per byte gathered)."""
-    out = np.empty(pos.size, dtype=dtype)
-    step = np.arange(dtype.itemsize, dtype=np.int64)
-    raw = out.view(np.uint8).reshape(pos.size, dtype.itemsize)
-    for lo in range(0, pos.size, chunk):
-        raw[lo : lo + chunk] = u8[pos[lo : lo + chunk, None] + step]
-    return out
+def _gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Records of ``dtype`` at byte positions ``pos`` of ``u8`` (all in range).
+
+    A view of ``u8`` whose item ``i`` is the record starting at byte ``i``
+    (stride 1, overlapping items), indexed with ``pos``: one index per
+    record, where gathering byte by byte needs one per byte.
+    """
+    if pos.size == 0:
+        return np.zeros(0, dtype=dtype)
+    at_every_byte = np.ndarray(shape=(u8.size - dtype.itemsize + 1,), dtype=dtype, buffer=u8, strides=(1,))
+    return at_every_byte[pos]
 
 
 def _bbox_cols(b: np.ndarray) -> np.ndarray:

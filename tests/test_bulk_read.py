@@ -242,6 +242,32 @@ def test_decode_flat_refuses_what_rle_decode_refuses(payload: bytes, shape: tupl
         decode_flat(codec, raw, offs, lens, np.array([2, shape[0], 2]), np.array([2, shape[1], 2]))
 
 
+def _zstd_bad_payloads() -> list:
+    codec = get_codec("zstd")
+    frame = codec.encode(np.ones((4, 4), bool))
+    return [
+        (frame, (5, 5)),  # declares the content of another shape
+        (frame[:-2], (4, 4)),  # truncated
+        (b"\x00" * 12, (4, 4)),  # no frame at all
+        (frame + b"\x00", (4, 4)),  # bytes after the frame
+        (b"", (1, 1)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_decode_flat_refuses_what_zstd_decode_refuses(case: int) -> None:
+    payload, shape = _zstd_bad_payloads()[case]
+    codec = get_codec("zstd")
+    with pytest.raises(IIDCodecError):
+        codec.decode(payload, shape)
+    good = codec.encode(np.ones((2, 2), bool))
+    raw = good + payload + good
+    offs = np.array([0, len(good), len(good) + len(payload)])
+    lens = np.array([len(good), len(payload), len(good)])
+    with pytest.raises(IIDCodecError):
+        decode_flat(codec, raw, offs, lens, np.array([2, shape[0], 2]), np.array([2, shape[1], 2]))
+
+
 def test_decode_flat_packbits_length_checked() -> None:
     codec = get_codec("packbits")
     with pytest.raises(IIDCodecError):

@@ -12,9 +12,10 @@ The byte formats are the codecs' own (``packbits``, ``rle``, ``zstd``, see
 ``docs/CODECS.md``); only the loop over regions is moved into numpy, and
 every check the single-region decoders make is made here too, so a payload
 that one of them refuses is refused here (always as
-:class:`~iidschema.errors.IIDCodecError`).  Codecs without a bulk path
-(third-party ones, and ``zstd``, whose frames decompress one by one in C
-anyway) go through their own ``decode``.
+:class:`~iidschema.errors.IIDCodecError`).  ``zstd`` frames are checked and
+decompressed one by one (in zstandard's C code) and unpacked together.
+Codecs without a bulk path (third-party ones) go through their own
+``decode``.
 
 Nothing here bounds the *total* output: callers decide which regions are
 worth decoding eagerly (see :mod:`iidschema.bulk`); each region is bounded by
@@ -23,6 +24,7 @@ its shape as usual.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,10 @@ def decode_flat(
         return _packbits_flat(raw, offsets, lengths, pixels)
     if isinstance(codec, RLECodec) and type(codec).decode is RLECodec.decode:
         return _rle_flat(raw, offsets, lengths, np.stack([np.asarray(heights, dtype=np.int64), np.asarray(widths, dtype=np.int64)], axis=1))
+    # The zstd module (and zstandard) is loaded only once a zstd codec exists.
+    zstd = sys.modules.get(f"{__package__}.zstd")
+    if zstd is not None and isinstance(codec, zstd.ZstdCodec) and type(codec).decode is zstd.ZstdCodec.decode:
+        return _zstd_flat(codec, raw, offsets, lengths, heights, widths)
     return _generic_flat(codec, raw, offsets, lengths, heights, widths)
 
 
@@ -106,6 +112,17 @@ def _generic_flat(
     for o, n, h, w, s in zip(offsets.tolist(), lengths.tolist(), hs.tolist(), ws.tolist(), starts.tolist()):
         bits[s : s + h * w] = codec.decode(view[o : o + n], (h, w)).reshape(-1)
     return bits, starts[:-1]
+
+
+def _zstd_flat(codec: Any, raw: Any, offsets: np.ndarray, lengths: np.ndarray, heights: Any, widths: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame checked and decompressed on its own (zstandard's C code),
+    then every packbits payload unpacked with one ``np.unpackbits``."""
+    hs, ws = np.asarray(heights, dtype=np.int64).tolist(), np.asarray(widths, dtype=np.int64).tolist()
+    expected = [packed_size(h * w) for h, w in zip(hs, ws)]
+    view = memoryview(raw).cast("B")
+    joined = b"".join([codec.decompress(view[o : o + n], e, (h, w))
+                       for o, n, e, h, w in zip(offsets.tolist(), lengths.tolist(), expected, hs, ws)])
+    return np.unpackbits(np.frombuffer(joined, dtype=np.uint8)).view(np.bool_), 8 * exclusive_cumsum(np.array(expected, dtype=np.int64))[:-1]
 
 
 def _rle_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -154,7 +154,13 @@ class ZstdCodec(MaskCodec):
 
     def decode(self, buffer: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
         h, w = check_shape(shape)
-        expected = packed_size(h * w)
+        return unpack(self.decompress(buffer, packed_size(h * w), (h, w)), (h, w), codec=self.name)
+
+    def decompress(self, buffer: bytes | memoryview, expected: int, shape: tuple[int, int]) -> bytes:
+        """The packbits payload in ``buffer``'s frame, which must declare
+        exactly ``expected`` bytes (checked before anything is decompressed).
+        ``shape`` is only for the error messages."""
+        h, w = shape
         try:
             params = zstandard.get_frame_parameters(buffer)
         except zstandard.ZstdError as exc:
@@ -190,7 +196,7 @@ class ZstdCodec(MaskCodec):
             raise IIDCodecError(f"zstd payload is damaged: {exc}") from None
         if len(data) != expected:
             raise IIDCodecError(f"zstd payload decompressed to {len(data)} bytes, expected {expected}")
-        return unpack(data, (h, w), codec=self.name)
+        return data
 
     def __repr__(self) -> str:
         return f"<ZstdCodec codec 'zstd' id=2 level={self.level}>"
