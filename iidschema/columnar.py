@@ -19,6 +19,7 @@ between payloads): what lies between them is not part of any mask.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -36,6 +37,8 @@ __all__ = ["MaskColumns", "read_masks"]
 
 #: Payload bytes decoded per decoder call (see :func:`_decode_disk`).
 DECODE_CHUNK = 1 << 21
+#: Threads decoding those parts.
+DECODE_THREADS = 2
 
 
 class MaskColumns:
@@ -204,21 +207,36 @@ def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) ->
     rstart = np.zeros(t.rseg.size, dtype=np.int64)
     rbuf = np.full(t.rseg.size, -1, dtype=np.int64)
     # In parts of about DECODE_CHUNK payload bytes: a decoder's temporary
-    # arrays (several per payload byte or run) stay small next to its output.
+    # arrays (several per payload byte or run) stay small next to its output,
+    # and parts decode on two threads (np.unpackbits, gathers and zstd let
+    # go of the GIL).
     cuts = np.searchsorted(np.cumsum(t.rlen), np.arange(DECODE_CHUNK, int(t.rlen.sum()), DECODE_CHUNK), side="right")
+    jobs = []
     for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), t.rseg.size]):
         part = np.arange(lo, hi)[decode[lo:hi]]
         codecs = t.rcodec[part]
-        for codec_id in np.unique(codecs).tolist():
-            sel = part[codecs == codec_id]
-            try:
-                bits, where = decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
-            except IIDCodecError:
-                lazy[t.rseg[sel]] = True
-                continue
-            rbuf[sel] = len(buffers)
-            rstart[sel] = where
-            buffers.append(bits)
+        jobs.extend((codec_id, part[codecs == codec_id]) for codec_id in np.unique(codecs).tolist())
+
+    def run(job: tuple[int, np.ndarray]) -> tuple | None:
+        codec_id, sel = job
+        try:
+            return decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
+        except IIDCodecError:
+            return None
+
+    if len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            done = list(pool.map(run, jobs))
+    else:
+        done = [run(job) for job in jobs]
+    for (codec_id, sel), result in zip(jobs, done):
+        if result is None:
+            lazy[t.rseg[sel]] = True
+            continue
+        bits, where = result
+        rbuf[sel] = len(buffers)
+        rstart[sel] = where
+        buffers.append(bits)
     return direct & ~lazy, lazy, (rbuf, rstart, rh, rw)
 
 
@@ -287,25 +305,28 @@ def _place(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, rstart:
             dest[...] = hit
         else:
             np.logical_or(dest, hit, out=dest)
+    def place(job: tuple[np.ndarray, np.ndarray]) -> None:
+        src_buf, part = job
+        # Row by row, a pixel's place in the mask is its place in the
+        # source plus a constant per region row: no division per pixel.
+        h, w = rh[part], rw[part]
+        row_region = np.repeat(np.arange(part.size), h)
+        row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
+        src_row = rstart[part][row_region] + row_in_region * w[row_region]
+        dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
+        row_width = w[row_region]
+        first = exclusive_cumsum(row_width)
+        src = np.arange(int(first[-1]), dtype=np.int64)
+        src += np.repeat(src_row - first[:-1], row_width)
+        hit = np.flatnonzero(src_buf[src])
+        src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
+        out[src[hit]] = True
+
+    jobs = []
     for b in np.unique(rbuf[~big]).tolist():
         sel = np.flatnonzero((rbuf == b) & ~big)
-        src_buf = buffers[b]
         ends = np.cumsum(size[sel])
         cuts = np.searchsorted(ends, np.arange(PLACE_CHUNK, int(ends[-1]) if ends.size else 0, PLACE_CHUNK), side="right")
-        for part in np.split(sel, cuts):
-            if not part.size:
-                continue
-            # Row by row, a pixel's place in the mask is its place in the
-            # source plus a constant per region row: no division per pixel.
-            h, w = rh[part], rw[part]
-            row_region = np.repeat(np.arange(part.size), h)
-            row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
-            src_row = rstart[part][row_region] + row_in_region * w[row_region]
-            dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
-            row_width = w[row_region]
-            first = exclusive_cumsum(row_width)
-            src = np.arange(int(first[-1]), dtype=np.int64)
-            src += np.repeat(src_row - first[:-1], row_width)
-            hit = np.flatnonzero(src_buf[src])
-            src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
-            out[src[hit]] = True
+        jobs.extend((buffers[b], part) for part in np.split(sel, cuts) if part.size)
+    for job in jobs:  # (on two threads, slower: np.repeat holds the GIL)
+        place(job)
