@@ -37,7 +37,7 @@ from . import masks as _masks
 from . import schema
 from .codecs import get_codec
 from .errors import IIDError
-from .masks import check_pixels, exclusive_cumsum
+from .masks import exclusive_cumsum
 from .model import IID, Region, Regions, Segment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,23 +212,23 @@ class SegmentBatch:
     :func:`~iidschema.codecs.bulk.decode_flat` per codec); a segment that is
     one region over its whole bbox gets *that* decoded array as its mask (no
     copy: the array is handed over, it belongs to the caller from then on),
-    others are composed from their regions' decoded pixels.  Once every
+    the others are composed, all of the chunk's together
+    (:func:`place_regions`), into one more buffer and handed over alike.  Once every
     segment of a chunk has been handed its mask, the batch drops the chunk's
     buffers: memory follows what the caller keeps, not the file.  A second
     ``mask()`` of a segment decodes it again from its regions.
 
     ``state[i]``: :data:`PENDING` (its chunk is not decoded yet), ``>= 0``
-    (one region in place: ``bufs[state[i]][start[i]:]``), :data:`COMPOSE`
-    (``parts[i]``: rows of a table giving each region's buffer, start, rows
-    and columns in the segment), :data:`LAZY` (never decoded in bulk: a
-    decompression bomb, a codec that failed, or a mask handed out already).
+    (its mask in place: ``bufs[state[i]][start[i]:]``), :data:`LAZY` (never
+    decoded in bulk: a decompression bomb, a codec that failed, or a mask
+    handed out already).
     """
 
     __slots__ = ("raw", "keys", "bboxes", "areas", "components", "first", "count", "rbbox", "rcodec", "roff",
-                 "rlen", "bufs", "state", "start", "parts", "chunk", "chunk_bounds", "left",
+                 "rlen", "bufs", "state", "start", "chunk", "chunk_bounds", "left",
                  "chunk_bufs", "eager", "u8", "lock")
 
-    LAZY, COMPOSE, PENDING = -1, -2, -3
+    LAZY, PENDING = -1, -3
 
     def segment(self, i: int) -> Segment:
         seg = Segment.__new__(Segment)
@@ -283,18 +283,8 @@ class SegmentBatch:
                 return None
             minr, minc, maxr, maxc = self.bboxes[i]
             h, w = maxr - minr, maxc - minc
-            if b >= 0:
-                s = self.start[i]
-                out = self.bufs[b][s : s + h * w].reshape(h, w)
-            else:
-                # Composed here, per segment: a few slice copies cost less
-                # than any vectorised per-pixel placement over all segments.
-                check_pixels(h, w, "segment mask")
-                out = np.zeros((h, w), dtype=np.bool_)
-                bufs = self.bufs
-                places, lo, hi = self.parts.pop(i)
-                for b, s, r0, r1, c0, c1 in places[lo:hi].tolist():
-                    out[r0:r1, c0:c1] |= bufs[b][s : s + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            s = self.start[i]
+            out = self.bufs[b][s : s + h * w].reshape(h, w)
             self.state[i] = self.LAZY  # handed over: the next mask() decodes afresh
             c = self.chunk[i]
             self.left[c] -= 1
@@ -478,8 +468,11 @@ def _plan(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.n
     _, chunk = np.unique(chunk, return_inverse=True)  # consecutive chunk numbers
     nchunk = int(chunk.max()) + 1 if nseg else 0
     # The amplification budget, per chunk: pixels produced so far in the
-    # chunk against the chunk's payload bytes.
-    produced = np.cumsum(np.where(eager, pix, 0))
+    # chunk (regions decoded, and masks composed from them) against the
+    # chunk's payload bytes.
+    fr = np.minimum(first, max(rseg.size - 1, 0))
+    whole = (count == 1) & (rbox[fr] == boxes).all(axis=1) if rseg.size else np.zeros(nseg, dtype=np.bool_)
+    produced = np.cumsum(np.where(eager, np.where(whole, pix, pix + seg_pix), 0))
     bounds = exclusive_cumsum(np.bincount(chunk, minlength=nchunk))
     before = np.concatenate([[0], produced])[bounds[:-1]]
     budget = EAGER_PIXELS_PER_BYTE * np.bincount(chunk, weights=pay, minlength=nchunk) + EAGER_MIN_PIXELS
@@ -491,7 +484,6 @@ def _plan(batch: SegmentBatch, boxes: np.ndarray, first: np.ndarray, count: np.n
     batch.chunk_bufs = [[] for _ in range(nchunk)]
     batch.state = np.where(eager, SegmentBatch.PENDING, SegmentBatch.LAZY).tolist()
     batch.start = [0] * nseg
-    batch.parts = {}
 
 
 def _decode_chunk(batch: SegmentBatch, c: int) -> None:
@@ -528,22 +520,91 @@ def _decode_chunk(batch: SegmentBatch, c: int) -> None:
     boxes = np.asarray(batch.bboxes[lo:hi], dtype=np.int64).reshape(-1, 4)
     fr = np.minimum(first - r_lo, max(rseg.size - 1, 0))
     direct = eager & (count == 1) & (rbox[fr] == boxes).all(axis=1)
-    state = np.where(direct, rbuf[fr], np.where(eager, SegmentBatch.COMPOSE, SegmentBatch.LAZY))
+    state = np.where(direct, rbuf[fr], SegmentBatch.LAZY)  # composed ones: set below
     # Segments that could not be decoded here leave the chunk's count.
     batch.left[c] -= int(batch.eager[lo:hi].sum() - eager.sum())
     batch.state[lo:hi] = state.tolist()
     batch.start[lo:hi] = rstart[fr].tolist()
     compose = np.flatnonzero(eager & ~direct)
     if compose.size:
-        # Their regions' places (buffer, start, rows and columns in the
-        # segment), one row per region, appended to the batch's table.
+        # Composed now, all together, into one more buffer of the chunk;
+        # from then on they are handed over like the others.
+        heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        offs = exclusive_cumsum(heights[compose] * widths[compose])
+        zone = np.zeros(int(offs[-1]), dtype=np.bool_)
+        dstart = np.zeros(hi - lo, dtype=np.int64)
+        dstart[compose] = offs[:-1]
         sel = np.flatnonzero((eager & ~direct)[rseg])
         seg = rseg[sel]
-        r0 = rbox[sel, 0] - boxes[seg, 0]
-        c0 = rbox[sel, 1] - boxes[seg, 1]
-        places = np.stack([rbuf[sel], rstart[sel], r0, r0 + rh[sel], c0, c0 + rw[sel]], axis=1)
-        bounds = exclusive_cumsum(count[compose]).tolist()
-        batch.parts.update(zip((lo + compose).tolist(), ((places, a, b) for a, b in zip(bounds[:-1], bounds[1:]))))
+        place_regions(zone, batch.bufs, rbuf[sel], rstart[sel], dstart[seg], widths[seg], rbox[sel, 0] - boxes[seg, 0],
+                      rbox[sel, 1] - boxes[seg, 1], rh[sel], rw[sel], count[seg] == 1)
+        zb = len(batch.bufs)
+        batch.bufs.append(zone)
+        batch.chunk_bufs[c].append(zb)
+        state[compose] = zb
+        batch.state[lo:hi] = state.tolist()
+        rs = rstart[fr]
+        rs[compose] = offs[:-1]
+        batch.start[lo:hi] = rs.tolist()
     if not batch.left[c]:
         for b in batch.chunk_bufs[c]:
             batch.bufs[b] = None
+
+
+#: Region pixels placed per numpy pass in :func:`place_regions` (its index arrays
+#: take 8 bytes per pixel; small enough that the allocator reuses them).
+PLACE_CHUNK = 1 << 20
+#: Regions of more pixels than this are placed with one slice assignment
+#: each (about the cost of placing this many pixels one by one).
+PLACE_SLICE = 512
+
+
+def place_regions(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, rstart: np.ndarray, dstart: np.ndarray,
+           dwidth: np.ndarray, r0: np.ndarray, c0: np.ndarray, rh: np.ndarray, rw: np.ndarray, alone: np.ndarray) -> None:
+    """Set in ``out`` the True pixels of many regions: region ``j`` is the
+    ``(rh[j], rw[j])`` block at ``buffers[rbuf[j]][rstart[j]:]``, and goes to
+    rows ``r0[j]..`` and columns ``c0[j]..`` of the mask that starts at
+    ``out[dstart[j]]`` with width ``dwidth[j]``; ``out`` is zero there, and
+    ``alone[j]`` says the region is its mask's only one.
+
+    Large regions are OR'd in with one slice assignment each.  Small ones
+    (version 0 stores one region per connected component: many of a few
+    pixels) are placed vectorised over their pixels, at most
+    :data:`PLACE_CHUNK` per pass, setting only the True ones (which is the
+    OR of overlapping regions): a slice assignment per region would cost far
+    more than its few pixels.
+    """
+    size = rh * rw
+    big = size > PLACE_SLICE
+    for b, rs, s, w, r, c, hh, ww, one in zip(*(a[big].tolist() for a in (rbuf, rstart, dstart, dwidth, r0, c0, rh, rw, alone))):
+        hit = buffers[b][rs : rs + hh * ww].reshape(hh, ww)
+        dest = out[s : s + (r + hh) * w].reshape(-1, w)[r:, c : c + ww]
+        if one:
+            dest[...] = hit
+        else:
+            np.logical_or(dest, hit, out=dest)
+    def place(job: tuple[np.ndarray, np.ndarray]) -> None:
+        src_buf, part = job
+        # Row by row, a pixel's place in the mask is its place in the
+        # source plus a constant per region row: no division per pixel.
+        h, w = rh[part], rw[part]
+        row_region = np.repeat(np.arange(part.size), h)
+        row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
+        src_row = rstart[part][row_region] + row_in_region * w[row_region]
+        dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
+        row_width = w[row_region]
+        first = exclusive_cumsum(row_width)
+        src = np.arange(int(first[-1]), dtype=np.int64)
+        src += np.repeat(src_row - first[:-1], row_width)
+        hit = np.flatnonzero(src_buf[src])
+        src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
+        out[src[hit]] = True
+
+    jobs = []
+    for b in np.unique(rbuf[~big]).tolist():
+        sel = np.flatnonzero((rbuf == b) & ~big)
+        ends = np.cumsum(size[sel])
+        cuts = np.searchsorted(ends, np.arange(PLACE_CHUNK, int(ends[-1]) if ends.size else 0, PLACE_CHUNK), side="right")
+        jobs.extend((buffers[b], part) for part in np.split(sel, cuts) if part.size)
+    for job in jobs:  # (on two threads, slower: np.repeat holds the GIL)
+        place(job)

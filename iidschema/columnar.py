@@ -243,7 +243,7 @@ def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) ->
 def _compose(composed: list, t: bulk.SegmentTable | None, bboxes: np.ndarray, limit: int, buffers: list[np.ndarray],
              buffer_of: np.ndarray, starts: np.ndarray, places: tuple | None) -> None:
     """Masks not in place, in one more buffer: their regions' decoded pixels
-    placed (:func:`_place`), or a segment read one by one or added in memory
+    placed (:func:`iidschema.bulk.place_regions`), or a segment read one by one or added in memory
     copied in."""
     idx = np.array([i for i, _ in composed], dtype=np.int64)
     pix = _pixels(bboxes[idx])
@@ -266,67 +266,8 @@ def _compose(composed: list, t: bulk.SegmentTable | None, bboxes: np.ndarray, li
         j = np.arange(rows.size) - np.repeat(exclusive_cumsum(t.count[segs])[:-1], t.count[segs]) + t.first[rows]
         owner = np.repeat(np.flatnonzero(from_table), t.count[segs])
         box = bboxes[idx[owner]]
-        _place(out, buffers, rbuf[j], rstart[j], offs[owner], box[:, 3] - box[:, 1],
+        bulk.place_regions(out, buffers, rbuf[j], rstart[j], offs[owner], box[:, 3] - box[:, 1],
                t.rbox[j, 0] - box[:, 0], t.rbox[j, 1] - box[:, 1], rh[j], rw[j], t.count[rows] == 1)
     for (i, what), s, (minr, minc, maxr, maxc) in zip(composed, offs[:-1].tolist(), bboxes[idx].tolist()):
         if not isinstance(what, int):
             out[s : s + (maxr - minr) * (maxc - minc)] = what.mask().reshape(-1)  # type: ignore[attr-defined]
-
-
-#: Region pixels placed per numpy pass in :func:`_place` (its index arrays
-#: take 8 bytes per pixel; small enough that the allocator reuses them).
-PLACE_CHUNK = 1 << 20
-#: Regions of more pixels than this are placed with one slice assignment
-#: each (about the cost of placing this many pixels one by one).
-PLACE_SLICE = 512
-
-
-def _place(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, rstart: np.ndarray, dstart: np.ndarray,
-           dwidth: np.ndarray, r0: np.ndarray, c0: np.ndarray, rh: np.ndarray, rw: np.ndarray, alone: np.ndarray) -> None:
-    """Set in ``out`` the True pixels of many regions: region ``j`` is the
-    ``(rh[j], rw[j])`` block at ``buffers[rbuf[j]][rstart[j]:]``, and goes to
-    rows ``r0[j]..`` and columns ``c0[j]..`` of the mask that starts at
-    ``out[dstart[j]]`` with width ``dwidth[j]``; ``out`` is zero there, and
-    ``alone[j]`` says the region is its mask's only one.
-
-    Large regions are OR'd in with one slice assignment each.  Small ones
-    (version 0 stores one region per connected component: many of a few
-    pixels) are placed vectorised over their pixels, at most
-    :data:`PLACE_CHUNK` per pass, setting only the True ones (which is the
-    OR of overlapping regions): a slice assignment per region would cost far
-    more than its few pixels.
-    """
-    size = rh * rw
-    big = size > PLACE_SLICE
-    for b, rs, s, w, r, c, hh, ww, one in zip(*(a[big].tolist() for a in (rbuf, rstart, dstart, dwidth, r0, c0, rh, rw, alone))):
-        hit = buffers[b][rs : rs + hh * ww].reshape(hh, ww)
-        dest = out[s : s + (r + hh) * w].reshape(-1, w)[r:, c : c + ww]
-        if one:
-            dest[...] = hit
-        else:
-            np.logical_or(dest, hit, out=dest)
-    def place(job: tuple[np.ndarray, np.ndarray]) -> None:
-        src_buf, part = job
-        # Row by row, a pixel's place in the mask is its place in the
-        # source plus a constant per region row: no division per pixel.
-        h, w = rh[part], rw[part]
-        row_region = np.repeat(np.arange(part.size), h)
-        row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
-        src_row = rstart[part][row_region] + row_in_region * w[row_region]
-        dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
-        row_width = w[row_region]
-        first = exclusive_cumsum(row_width)
-        src = np.arange(int(first[-1]), dtype=np.int64)
-        src += np.repeat(src_row - first[:-1], row_width)
-        hit = np.flatnonzero(src_buf[src])
-        src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
-        out[src[hit]] = True
-
-    jobs = []
-    for b in np.unique(rbuf[~big]).tolist():
-        sel = np.flatnonzero((rbuf == b) & ~big)
-        ends = np.cumsum(size[sel])
-        cuts = np.searchsorted(ends, np.arange(PLACE_CHUNK, int(ends[-1]) if ends.size else 0, PLACE_CHUNK), side="right")
-        jobs.extend((buffers[b], part) for part in np.split(sel, cuts) if part.size)
-    for job in jobs:  # (on two threads, slower: np.repeat holds the GIL)
-        place(job)

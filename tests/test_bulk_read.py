@@ -145,6 +145,16 @@ def test_mixed_workload(version: int, codec: str, monkeypatch: Any) -> None:
     assert assert_same(_workload_file(version, codec), monkeypatch)[0] == "ok"
 
 
+@pytest.mark.parametrize("chunk,slice_above", [(7, 0), (7, 10**9)])
+def test_composing_paths_agree(chunk: int, slice_above: int, monkeypatch: Any) -> None:
+    """Masks composed from several (or smaller) regions: placed pixel by
+    pixel in tiny passes, or region by region with slices; the same."""
+    monkeypatch.setattr(bulk, "PLACE_CHUNK", chunk)
+    monkeypatch.setattr(bulk, "PLACE_SLICE", slice_above)
+    for version in (0, 1):
+        assert assert_same(_workload_file(version, n=120), monkeypatch)[0] == "ok"
+
+
 def test_entries_outlive_the_file(tmp_path: Path) -> None:
     path = tmp_path / "f.iid"
     path.write_bytes(_workload_file(1))

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iidschema
-from iidschema import bulk, columnar
+from iidschema import bulk
 from iidschema.columnar import MaskColumns
 from iidschema.strategies import file_bytes
 
@@ -118,8 +118,8 @@ def test_mixed_workload(version: int, codec: str) -> None:
 def test_placement_paths_agree(chunk: int, slice_above: int, monkeypatch: Any) -> None:
     """Tiny placement chunks, every region placed by slicing, every region
     placed pixel by pixel: the same masks."""
-    monkeypatch.setattr(columnar, "PLACE_CHUNK", chunk)
-    monkeypatch.setattr(columnar, "PLACE_SLICE", slice_above)
+    monkeypatch.setattr(bulk, "PLACE_CHUNK", chunk)
+    monkeypatch.setattr(bulk, "PLACE_SLICE", slice_above)
     for version in (0, 1):
         f = iidschema.IIDFile(_workload_file(version, n=120))
         assert_columns_match(f.masks(), one_by_one(f, list(range(len(f)))))
