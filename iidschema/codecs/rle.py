@@ -513,14 +513,17 @@ def rle_decode_flat(
         np.subtract(ends[1:], ends[:-1], out=vlen[1:])
     owner_first = np.searchsorted(ends, bstart)  # first varint of each buffer
     per_buffer = np.diff(owner_first)
-    owner = np.repeat(np.arange(count, dtype=np.int64), per_buffer)
+
+    def owner(varint: int) -> int:  # the buffer holding a varint (for errors)
+        return int(np.searchsorted(owner_first, varint, side="right")) - 1
+
     k = int(vlen.max()) if nvar else 0
     if k > MAX_VARINT_BYTES:
-        raise bad(int(owner[np.argmax(vlen > MAX_VARINT_BYTES)]), f"holds a varint of more than {MAX_VARINT_BYTES} bytes")
-    x = (buf & _B127).astype(np.int64)
-    values = x[ends]
+        raise bad(owner(int(np.argmax(vlen > MAX_VARINT_BYTES))), f"holds a varint of more than {MAX_VARINT_BYTES} bytes")
+    values = (buf[ends] & _B127).astype(np.int64)
     for j in range(1, k):
-        np.bitwise_or(values << _I7, x[ends - j], out=values, where=vlen > j)
+        longer = np.flatnonzero(vlen > j)  # few: most runs fit in one byte
+        values[longer] = (values[longer] << _I7) | (buf[ends[longer] - j] & _B127)
     # Zero last byte: a zero run (one byte), or a non-canonical varint.
     zero = buf[ends] == 0
     if zero.any():
@@ -528,7 +531,7 @@ def rle_decode_flat(
         is_first[owner_first[:-1][per_buffer > 0]] = True
         wrong = zero & ((vlen > 1) | ~is_first)
         if wrong.any():
-            raise bad(int(owner[np.argmax(wrong)]), "holds a zero-length run after the first, or a non-canonical varint")
+            raise bad(owner(int(np.argmax(wrong))), "holds a zero-length run after the first, or a non-canonical varint")
     if 7 * k + nvar.bit_length() >= 63:
         return None, starts
     totals = np.zeros(nvar + 1, dtype=np.int64)
