@@ -9,6 +9,7 @@ there is no second copy of the layout here.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import tempfile
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import schema
 from .errors import IIDLimitError
-from .masks import single_component_of_runs, split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
+from .masks import single_component_of_runs, sorted_unique, split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -40,7 +41,7 @@ def check_meta(meta: Any) -> bytes:
 def _groups_v0(groups: Mapping[str, Iterable[int]], count: int) -> bytes:
     table, chunks, offset = [], [], 0
     for name, keys in groups.items():
-        arr = np.unique(np.asarray(list(keys) if not isinstance(keys, np.ndarray) else keys, dtype=np.int64))
+        arr = sorted_unique(np.asarray(list(keys) if not isinstance(keys, np.ndarray) else keys, dtype=np.int64))
         if arr.size and (arr[0] < 0 or arr[-1] >= count):
             raise IIDLimitError(f"group {name!r} refers to key {int(arr[-1] if arr[-1] >= count else arr[0])}, file has {count} entries")
         data = arr.astype(schema.GROUP_KEY0_DTYPE).tobytes()  # ascending: deterministic output
@@ -132,12 +133,8 @@ def write_v0(
     iid_lens = np.zeros(count, dtype=np.int64)
     seg_lens = np.zeros(count, dtype=np.int64)
     n = 0
-    records = iter(records)
     seg_size, reg_size = _SEG_HEAD0_DTYPE.itemsize, _REGION_HEAD0_DTYPE.itemsize
-    while True:
-        batch = list(itertools.islice(records, _BULK_BATCH))
-        if not batch:
-            break
+    for batch in _batches(records):
         nb = len(batch)
         if n + nb > count:
             raise ValueError("more records than announced")
@@ -198,7 +195,7 @@ def write_v0(
         ends = np.zeros(nb + 1, dtype=np.int64)
         np.cumsum(counts, out=ends[1:])
         seg_lens[n : n + nb] = seg_size + per_region[ends[1:]] - per_region[ends[:-1]]
-        recs = _iid_records(iids, n)
+        recs = _iid_records([iid.address for iid in iids], [iid.domain for iid in iids], n)
         iid_chunks.append(b"".join(recs))
         iid_lens[n : n + nb] = np.fromiter(map(len, recs), np.int64, nb)
         if progress is not None:
@@ -290,6 +287,14 @@ class _SegmentEncoder:
         # rle or packbits, so "auto" does not try them there.
         self.encode_small = self.encode if self.fixed is not None else encoder_for("auto", [0, 1])
         self.bulk = encoder_many_for(codec)
+        # The packed-stream path (packed_regions) knows the built-in codecs:
+        # "auto" over exactly packbits, rle and zstd, or one of them.
+        kinds = self.bulk.kinds
+        if self.bulk.auto:
+            self.fast = "auto" if kinds == ["packbits", "rle", "zstd"] else None
+        else:
+            self.fast = kinds[0]
+        self.zstd = self.bulk.codecs[kinds.index("zstd")] if "zstd" in kinds else None
 
     def _encode(self, mask: np.ndarray) -> tuple[int, bytes]:
         small = schema.packed_len(*mask.shape) <= _ZSTD_MIN_PACKED
@@ -403,6 +408,160 @@ class _SegmentEncoder:
         boxes = tight + origin[:, [0, 1, 0, 1]]
         return boxes, ids, out
 
+    def packed_regions(self, packed: "_Packed") -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """:meth:`bulk_regions` from the packed stream of the masks (when
+        :attr:`fast`): same boxes, codec ids and payloads.
+
+        :func:`~iidschema.crops.crop_runs` gives every mask's tight bbox and
+        the runs of its crop, so nothing is cropped or packed again: the
+        ``rle`` sizes and payloads come from those runs, packbits payloads
+        are slices of the stream (whole masks) or rebuilt from the runs
+        (cropped ones), and zstd compresses only masks where it can still
+        win.  The masks go in steps of :data:`_STEP`: zstd compresses a
+        step's masks on a background thread while this one crops the next
+        step (on two cores that beats two halves on two threads, which
+        then compete with zstd).
+        """
+        from .crops import packed_slice
+
+        pm = packed.pm
+        n = len(pm)
+        steps = [self._step(packed_slice(pm, a, min(a + _STEP, n))) for a in range(0, n, _STEP)]
+        done = [finish() for finish in steps]
+        if not done:
+            return np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64), []
+        tight = np.concatenate([t for t, _, _ in done])
+        ids = np.concatenate([i for _, i, _ in done])
+        payloads = [p for _, _, part in done for p in part]
+        return tight + packed.origin[:, [0, 1, 0, 1]], ids, payloads
+
+    def _step(self, pm: Any) -> Callable[[], tuple[np.ndarray, np.ndarray, list[bytes]]]:
+        """One step of :meth:`packed_regions`: everything up to zstd, which
+        runs in the background; the function returned waits for it and
+        gives the relative tight bboxes, codec ids and payloads."""
+        from .codecs import _BACKGROUND_MIN, _executor
+        from .codecs.zstd import MIN_FRAME_BYTES
+        from .crops import crop_runs
+
+        n = len(pm)
+        cr = crop_runs(pm)
+        tight = cr.tight
+        nonempty = tight[:, 0] >= 0
+        whole = nonempty & (tight[:, 0] == 0) & (tight[:, 1] == 0) & (tight[:, 2] == pm.heights) & (tight[:, 3] == pm.widths)
+        sizes = tight[:, 2:] - tight[:, :2]
+        packed_size = (sizes[:, 0] * sizes[:, 1] + 7) >> 3
+        ids = np.full(n, -1, dtype=np.int64)
+        out = np.empty(n, dtype=object)
+        out[~nonempty] = b""
+        live = np.flatnonzero(nonempty)
+        if self.fast == "rle":
+            ids[live] = 1
+            out[live] = _objects(cr.rle_payloads(live))
+            return lambda: (tight, ids, out.tolist())
+
+        # Packbits payloads: whole masks are slices of the stream, the
+        # crops are rebuilt once for every mask that may need them.
+        if self.fast == "auto":
+            rle_size = cr.rle_sizes()
+            best = np.minimum(packed_size, rle_size)
+            choice = (rle_size < packed_size).astype(np.int64)  # ties: the lower id
+            # zstd where it may still be strictly smaller (never on small
+            # masks, as regions() does; never below MIN_FRAME_BYTES).
+            tried = np.flatnonzero(nonempty & (packed_size > _ZSTD_MIN_PACKED) & (best > MIN_FRAME_BYTES))
+            need = nonempty & (choice == 0)
+            need[tried] = True
+        else:
+            tried = live if self.fast == "zstd" else np.zeros(0, dtype=np.int64)
+            need = nonempty
+        cut = np.flatnonzero(need & ~whole)
+        crops = cr.packed(cut)
+        at_cut = np.full(n, -1, dtype=np.int64)
+        at_cut[cut] = np.arange(cut.size)
+
+        def packbits(which: np.ndarray) -> np.ndarray:
+            got = np.empty(which.size, dtype=object)
+            w = whole[which]
+            if w.any():
+                got[w] = _objects(pm.payloads(which[w]))
+            if not w.all():
+                got[~w] = _objects(crops.payloads(at_cut[which[~w]]))
+            return got
+
+        if self.fast == "packbits":
+            ids[live] = 0
+            out[live] = packbits(live)
+            return lambda: (tight, ids, out.tolist())
+        # zstd reads the payloads in place: whole masks first, then crops.
+        w = whole[tried]
+        order = np.concatenate((tried[w], tried[~w]))
+        spans = [(pm.packed, pm.starts[order[: int(w.sum())]], packed_size[order[: int(w.sum())]]),
+                 (crops.packed, crops.starts[at_cut[order[int(w.sum()) :]]], packed_size[order[int(w.sum()) :]])]
+        if order.size >= _BACKGROUND_MIN:
+            # One thread: this one keeps the other core busy cropping.
+            pending = _executor().submit(self.zstd.compress_spans, spans, 0)
+            frames_of = pending.result
+        else:
+            frames = self.zstd.compress_spans(spans)
+            frames_of = lambda: frames  # noqa: E731
+        if self.fast == "zstd":
+            def finish_zstd() -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+                ids[order] = 2
+                out[order] = _objects(list(map(bytes, frames_of())))
+                return tight, ids, out.tolist()
+
+            return finish_zstd
+
+        # auto: the rle bytes are made while zstd runs.
+        rle = np.flatnonzero((choice == 1) & nonempty)
+        rle_payloads = _objects(cr.rle_payloads(rle))
+
+        def finish_auto() -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+            frames = frames_of()
+            frame_size = np.fromiter(map(len, frames), dtype=np.int64, count=order.size)
+            wins = np.flatnonzero(frame_size < best[order])
+            won = order[wins]
+            choice[won] = 2
+            ids[live] = choice[live]
+            out[won] = _objects([bytes(frames[i]) for i in wins.tolist()])
+            pb = np.flatnonzero(nonempty & (choice == 0))
+            out[pb] = packbits(pb)
+            still = choice[rle] == 1  # (the others zstd won)
+            out[rle[still]] = rle_payloads[still]
+            return tight, ids, out.tolist()
+
+        return finish_auto
+
+
+#: Masks per step of :meth:`_SegmentEncoder.packed_regions`.
+_STEP = 4096
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``items`` (bytes stay bytes, whatever their lengths)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+class _Packed:
+    """Masks to encode in bulk: their packed stream and the top-left
+    corner (row, column) of each one's bbox; slices are views."""
+
+    __slots__ = ("pm", "origin")
+
+    def __init__(self, pm: Any, origin: np.ndarray):
+        self.pm = pm
+        self.origin = origin
+
+    def __len__(self) -> int:
+        return len(self.pm)
+
+    def __getitem__(self, part: slice) -> "_Packed":
+        from .crops import packed_slice
+
+        a, b, _ = part.indices(len(self))
+        return _Packed(packed_slice(self.pm, a, max(a, b)), self.origin[a:b])
+
 
 #: Bulk segments below this many are encoded in the calling thread only.
 _PARALLEL_MIN = 4096
@@ -410,12 +569,13 @@ _POOL: Any = None
 _POOL_PID = 0
 
 
-def _halves(fn: Callable[[list[Segment]], Any], segs: list[Segment]) -> tuple[Any, Any] | None:
-    """``fn`` of each half of ``segs``, the second half on a worker thread,
-    or None (the caller then calls ``fn(segs)``) with fewer than
-    :data:`_PARALLEL_MIN` segments or one CPU.  The bulk encoders spend most
-    of their time in numpy, scipy.ndimage and zstd calls on large arrays,
-    which release the GIL: two halves run in about 0.6-0.8 of the time."""
+def _halves(fn: Callable[[Any], Any], segs: Any) -> tuple[Any, Any] | None:
+    """``fn`` of each half of ``segs`` (a list, or anything with a length
+    and slices), the second half on a worker thread, or None (the caller
+    then calls ``fn(segs)``) with fewer than :data:`_PARALLEL_MIN` segments
+    or one CPU.  The bulk encoders spend most of their time in numpy,
+    scipy.ndimage and zstd calls on large arrays, which release the GIL: two
+    halves run in about 0.6-0.8 of the time."""
     global _POOL, _POOL_PID
     if len(segs) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         return None
@@ -433,7 +593,16 @@ def _halves(fn: Callable[[list[Segment]], Any], segs: list[Segment]) -> tuple[An
 def _bulk_regions_parallel(encoder: _SegmentEncoder, segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """:meth:`_SegmentEncoder.bulk_regions` of ``segs``, in two halves when
     worth it (:func:`_halves`); the halves are independent and joined in
-    order, so the result is the same."""
+    order, so the result is the same.  With a built-in codec (or "auto")
+    the masks are packed once and encoded from the stream
+    (:meth:`_SegmentEncoder.packed_regions`, which has its own thread)."""
+    if encoder.fast is not None:
+        from .codecs.packbits import pack_masks
+
+        n = len(segs)
+        origin = np.fromiter(itertools.chain.from_iterable([s.bbox for s in segs]), np.int64, 4 * n).reshape(n, 4)
+        pm = pack_masks([s.source for s in segs], origin[:, 2:] - origin[:, :2])
+        return encoder.packed_regions(_Packed(pm, origin[:, :2]))
     both = _halves(encoder.bulk_regions, segs)
     if both is None:
         return encoder.bulk_regions(segs)
@@ -455,18 +624,17 @@ _SEG_HEAD0_DTYPE = schema.dtype_of(schema.SegmentHead0)
 _REGION_HEAD0_DTYPE = schema.dtype_of(schema.RegionHead0)
 
 
-def _iid_records(iids: list[IID], first_key: int) -> list[bytes]:
+def _iid_records(addresses: list[bytes], domains: list[bytes], first_key: int) -> list[bytes]:
     """The IID records of keys ``first_key..``: heads built in one numpy array."""
-    n = len(iids)
-    domains = [i.domain for i in iids]
-    addresses = [i.address for i in iids]
+    n = len(addresses)
     heads = np.empty(n, dtype=_IID_HEAD_DTYPE)
     heads["key"] = np.arange(first_key, first_key + n)
     heads["domain_len"] = np.fromiter(map(len, domains), dtype=np.int64, count=n)
     heads["address_len"] = np.fromiter(map(len, addresses), dtype=np.int64, count=n)
-    data = heads.tobytes()
-    size = _IID_HEAD_DTYPE.itemsize
-    return [data[j : j + size] + d + a for j, d, a in zip(range(0, n * size, size), domains, addresses)]
+    # One bytes object per head (a void view), then two concatenations per
+    # record, all in C.
+    head_bytes = heads.view(f"V{_IID_HEAD_DTYPE.itemsize}").tolist()
+    return list(map(operator.add, map(operator.add, head_bytes, domains), addresses))
 
 
 def _bulk_seg_records(keys: np.ndarray, boxes: np.ndarray, ids: np.ndarray, payloads: list[bytes]) -> list[bytes]:
@@ -479,16 +647,50 @@ def _bulk_seg_records(keys: np.ndarray, boxes: np.ndarray, ids: np.ndarray, payl
     heads["seg"]["region_count"] = has
     bbox = heads["region"]["bbox"]
     for i, name in enumerate(("minr", "minc", "maxr", "maxc")):
-        bbox[name] = boxes[:, i]
+        bbox[name] = np.where(has, boxes[:, i], 0)
     heads["region"]["codec"] = np.where(has, ids, 0)
     heads["region"]["length"] = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-    data = heads.tobytes()
-    size = _SEG_ONE_REGION.itemsize
+    records = list(map(operator.add, heads.view(f"V{_SEG_ONE_REGION.itemsize}").tolist(), payloads))
     short = schema.dtype_of(schema.SegmentHead1).itemsize
-    records = [data[j : j + size] + p for j, p in zip(range(0, n * size, size), payloads)]
     for i in np.flatnonzero(~has).tolist():
-        records[i] = data[i * size : i * size + short]
+        records[i] = records[i][:short]
     return records
+
+
+def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
+    """``records`` in lists of at most :data:`_BULK_BATCH`."""
+    records = iter(records)
+    while True:
+        batch = list(itertools.islice(records, _BULK_BATCH))
+        if not batch:
+            break
+        yield batch
+
+
+def _v1_segments(encoder: _SegmentEncoder, segs: list[Segment], first_key: int, used: set[int]) -> list[bytes]:
+    """Segment records of keys ``first_key..`` (one batch)."""
+    srecs: list[bytes | None] = [None] * len(segs)
+    bulk = [j for j, seg in enumerate(segs) if seg.source is not None and seg.source.size <= _SPLIT_PIXELS] if _BULK else []
+    if bulk:
+        bboxes, ids, payloads = _bulk_regions_parallel(encoder, [segs[j] for j in bulk])
+        sel = np.asarray(bulk, dtype=np.int64)
+        used.update(np.unique(ids[ids >= 0]).tolist())
+        for j, rec in zip(bulk, _bulk_seg_records(sel + first_key, bboxes, ids, payloads)):
+            srecs[j] = rec
+    for j, seg in enumerate(segs):
+        if srecs[j] is None:
+            srecs[j] = _v1_record(encoder, seg, first_key + j, used)
+    return srecs  # type: ignore[return-value]
+
+
+def _v1_record(encoder: _SegmentEncoder, seg: Segment, key: int, used: set[int]) -> bytes:
+    regions = encoder.regions(seg)
+    parts = [schema.SEG_HEAD1.pack(key, len(regions))]
+    for bbox, cid, payload in regions:
+        used.add(cid)
+        parts.append(schema.REGION_HEAD1.pack(*bbox, cid, 0, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
 
 
 def write_v1(
@@ -524,60 +726,40 @@ def write_v1(
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
     encoder = _SegmentEncoder(codec)
-    seg_head, reg_head = schema.SEG_HEAD1, schema.REGION_HEAD1
     iid_chunks: list[bytes] = []
     seg_chunks: list[bytes] = []
-    areas: list[int] = []
-    boxes: list[tuple[int, int, int, int]] = []
+    area_parts: list[np.ndarray] = []
+    box_parts: list[np.ndarray] = []
     addresses: list[bytes] = []
     used: set[int] = set()
-    records = iter(records)
     done = 0
-    while True:
-        batch = list(itertools.islice(records, _BULK_BATCH))
-        if not batch:
-            break
-        if done + len(batch) > count:
+    for batch in _batches(records):
+        nb = len(batch)
+        if done + nb > count:
             raise ValueError("more records than announced")
         iids = [iid for iid, _ in batch]
         segs = [seg for _, seg in batch]
-        iid_chunks += _iid_records(iids, done)
-        srecs: list[bytes | None] = [None] * len(segs)
-        bulk = [j for j, seg in enumerate(segs) if seg.source is not None and seg.source.size <= _SPLIT_PIXELS] if _BULK else []
-        if bulk:
-            bboxes, ids, payloads = _bulk_regions_parallel(encoder, [segs[j] for j in bulk])
-            sel = np.asarray(bulk, dtype=np.int64)
-            used.update(np.unique(ids[ids >= 0]).tolist())
-            for j, rec in zip(bulk, _bulk_seg_records(sel + done, bboxes, ids, payloads)):
-                srecs[j] = rec
-        for j, seg in enumerate(segs):
-            if srecs[j] is None:
-                regions = encoder.regions(seg)
-                parts = [seg_head.pack(done + j, len(regions))]
-                for bbox, cid, payload in regions:
-                    used.add(cid)
-                    parts.append(reg_head.pack(*bbox, cid, 0, len(payload)))
-                    parts.append(payload)
-                srecs[j] = b"".join(parts)
-        seg_chunks += srecs  # type: ignore[arg-type]
-        areas += [seg.area for seg in segs]
-        boxes += [seg.bbox for seg in segs]
-        addresses += [iid.address for iid in iids]
+        batch_addresses = [iid.address for iid in iids]
+        iid_chunks += _iid_records(batch_addresses, [iid.domain for iid in iids], done)
+        seg_chunks += _v1_segments(encoder, segs, done, used)
+        area_parts.append(np.fromiter([seg.area for seg in segs], np.int64, nb))
+        box_parts.append(np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4))
+        addresses += batch_addresses
         if progress is not None:
-            for key in range(done, done + len(batch)):
+            for key in range(done, done + nb):
                 progress(key)
-        done += len(batch)
+        done += nb
     if done != count:
         raise ValueError(f"announced {count} records, got {done}")
 
     lut = np.zeros(count, dtype=schema.LUT1_DTYPE)
-    bbox_arr = np.fromiter(itertools.chain.from_iterable(boxes), np.int64, 4 * count).reshape(count, 4)
+    bbox_arr = np.concatenate(box_parts) if box_parts else np.zeros((0, 4), dtype=np.int64)
     for name, chunks in (("iid", iid_chunks), ("seg", seg_chunks)):
         lens = np.fromiter(map(len, chunks), dtype=np.uint64, count=count)
         lut[name]["length"] = lens
         if count:
             lut[name]["offset"][1:] = np.cumsum(lens)[:-1]
-    lut["area"] = np.fromiter(areas, dtype=np.uint64, count=count)
+    lut["area"] = np.concatenate(area_parts) if area_parts else np.zeros(0, dtype=np.int64)
     for i, field in enumerate(("minr", "minc", "maxr", "maxc")):
         lut["bbox"][field] = bbox_arr[:, i]
     lut["iid_crc"] = np.fromiter(map(crc32c, iid_chunks), dtype=np.uint32, count=count)

@@ -139,6 +139,27 @@ class ZstdCodec(MaskCodec):
         frames = compressor.multi_compress_to_buffer(list(payloads), threads=threads)
         return [bytes(f) for f in frames]
 
+    def compress_spans(self, spans: Sequence[tuple[Any, np.ndarray, np.ndarray]], threads: int | None = None) -> Any:
+        """The frames of the payloads ``data[s : s + n]`` of every ``(data,
+        starts, sizes)`` in ``spans``, in that order, as
+        :meth:`compress_many` makes them, without a bytes object per
+        payload (zstandard reads them in place).  Returns a sequence of
+        frames (``len()`` and ``bytes()`` of each).  Payloads must not be
+        empty.  ``threads`` overrides :attr:`threads`."""
+        buffers = []
+        total = 0
+        for data, starts, sizes in spans:
+            if len(starts):
+                segments = np.empty((len(starts), 2), dtype=np.uint64)
+                segments[:, 0] = starts
+                segments[:, 1] = sizes
+                buffers.append(zstandard.BufferWithSegments(data, segments.tobytes()))
+                total += len(starts)
+        if not total:
+            return []
+        threads = (self.threads if threads is None else threads) if total >= 256 else 0
+        return self._compressor().multi_compress_to_buffer(zstandard.BufferWithSegmentsCollection(*buffers), threads=threads)
+
     def encode_many(self, masks: Sequence[Any] | PackedMasks) -> list[bytes]:
         """``[encode(m) for m in masks]``: one packing pass, one compression call."""
         if type(self).encode is not ZstdCodec.encode:  # a subclass encoding differently
