@@ -16,6 +16,7 @@ from .codecs import get_codec
 from .masks import check_pixels, compose_mask, split_regions
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .adding import AddedColumns
     from .bulk import IIDBatch, SegmentBatch
     from .iidfile import IIDFile
 
@@ -282,16 +283,20 @@ class Entry:
 
     __slots__ = ("key", "_iid", "_seg", "_loader", "_ib", "_ii", "_sb", "_si")
 
-    def __init__(self, key: int, iid: IID | None = None, seg: Segment | None = None, loader: "IIDFile | None" = None):
+    def __init__(
+        self, key: int, iid: IID | None = None, seg: Segment | None = None, loader: "IIDFile | None" = None,
+        batch: "AddedColumns | None" = None, index: int = 0,
+    ):
         self.key = key
         self._iid = iid
         self._seg = seg
         self._loader = loader
         # Set by a bulk fetch: the batches holding this entry's records
-        # (already read and checked) and its index in each.
-        self._ib: "IIDBatch | None" = None
-        self._sb: "SegmentBatch | None" = None
-        self._ii = self._si = 0
+        # (already read and checked) and its index in each.  ``batch`` holds
+        # both parts (IIDFile.add_many): they become objects on first access.
+        self._ib: "IIDBatch | AddedColumns | None" = batch
+        self._sb: "SegmentBatch | AddedColumns | None" = batch
+        self._ii = self._si = index
 
     @property
     def iid(self) -> IID:

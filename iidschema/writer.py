@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from . import schema
+from .adding import AddedColumns
 from .errors import IIDLimitError
 from .masks import single_component_of_runs, sorted_unique, split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
@@ -138,6 +139,8 @@ def write_v0(
         nb = len(batch)
         if n + nb > count:
             raise ValueError("more records than announced")
+        if type(batch) is AddedColumns:
+            batch = [(batch.iid(j), batch.segment(j)) for j in range(nb)]
         iids = [iid for iid, _ in batch]
         segs = [seg for _, seg in batch]
         # The limits first, before any encoding: the first entry that does
@@ -657,14 +660,21 @@ def _bulk_seg_records(keys: np.ndarray, boxes: np.ndarray, ids: np.ndarray, payl
     return records
 
 
-def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
-    """``records`` in lists of at most :data:`_BULK_BATCH`."""
-    records = iter(records)
-    while True:
-        batch = list(itertools.islice(records, _BULK_BATCH))
-        if not batch:
-            break
-        yield batch
+def _batches(records: Iterable[Record | AddedColumns]) -> Iterator[list[Record] | AddedColumns]:
+    """``records`` in batches of at most :data:`_BULK_BATCH`: runs of
+    ``(IID, Segment)`` pairs as lists, entries added by
+    :meth:`IIDFile.add_many` as slices of their columns."""
+    for is_cols, run in itertools.groupby(records, key=lambda r: type(r) is AddedColumns):
+        if is_cols:
+            for cols in run:
+                for lo in range(0, len(cols), _BULK_BATCH):
+                    yield cols[lo : lo + _BULK_BATCH] if lo or len(cols) > _BULK_BATCH else cols
+        else:
+            while True:
+                batch = list(itertools.islice(run, _BULK_BATCH))
+                if not batch:
+                    break
+                yield batch
 
 
 def _v1_segments(encoder: _SegmentEncoder, segs: list[Segment], first_key: int, used: set[int]) -> list[bytes]:
@@ -691,6 +701,35 @@ def _v1_record(encoder: _SegmentEncoder, seg: Segment, key: int, used: set[int])
         parts.append(schema.REGION_HEAD1.pack(*bbox, cid, 0, len(payload)))
         parts.append(payload)
     return b"".join(parts)
+
+
+def _v1_columns(encoder: _SegmentEncoder, cols: AddedColumns, first_key: int, used: set[int]) -> list[bytes]:
+    """:func:`_v1_segments` of entries added by :meth:`IIDFile.add_many`:
+    encoded straight from their packed stream."""
+    if not _BULK or encoder.fast is None:
+        return _v1_segments(encoder, cols.segments(), first_key, used)
+    n = len(cols)
+    pm = cols.packed
+    small = pm.pixels <= _SPLIT_PIXELS
+    if small.all():
+        sel = np.arange(n, dtype=np.int64)
+        packed = _Packed(pm, cols.bboxes[:, :2])
+    else:
+        from .crops import packed_take
+
+        sel = np.flatnonzero(small)
+        packed = _Packed(packed_take(pm, sel), cols.bboxes[sel, :2])
+    bboxes, ids, payloads = encoder.packed_regions(packed)
+    used.update(np.unique(ids[ids >= 0]).tolist())
+    records = _bulk_seg_records(sel + first_key, bboxes, ids, payloads)
+    if sel.size == n:
+        return records
+    srecs: list[bytes | None] = [None] * n
+    for j, rec in zip(sel.tolist(), records):
+        srecs[j] = rec
+    for j in np.flatnonzero(~small).tolist():
+        srecs[j] = _v1_record(encoder, cols.segment(j), first_key + j, used)
+    return srecs  # type: ignore[return-value]
 
 
 def write_v1(
@@ -737,14 +776,21 @@ def write_v1(
         nb = len(batch)
         if done + nb > count:
             raise ValueError("more records than announced")
-        iids = [iid for iid, _ in batch]
-        segs = [seg for _, seg in batch]
-        batch_addresses = [iid.address for iid in iids]
-        iid_chunks += _iid_records(batch_addresses, [iid.domain for iid in iids], done)
-        seg_chunks += _v1_segments(encoder, segs, done, used)
-        area_parts.append(np.fromiter([seg.area for seg in segs], np.int64, nb))
-        box_parts.append(np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4))
-        addresses += batch_addresses
+        if type(batch) is AddedColumns:
+            iid_chunks += _iid_records(batch.addresses, batch.domains, done)
+            seg_chunks += _v1_columns(encoder, batch, done, used)
+            area_parts.append(batch.areas)
+            box_parts.append(batch.bboxes)
+            addresses += batch.addresses
+        else:
+            iids = [iid for iid, _ in batch]
+            segs = [seg for _, seg in batch]
+            batch_addresses = [iid.address for iid in iids]
+            iid_chunks += _iid_records(batch_addresses, [iid.domain for iid in iids], done)
+            seg_chunks += _v1_segments(encoder, segs, done, used)
+            area_parts.append(np.fromiter([seg.area for seg in segs], np.int64, nb))
+            box_parts.append(np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4))
+            addresses += batch_addresses
         if progress is not None:
             for key in range(done, done + nb):
                 progress(key)
