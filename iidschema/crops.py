@@ -29,8 +29,8 @@ from .masks import exclusive_cumsum
 
 __all__ = ["CropRuns", "crop_runs", "packed_slice", "packed_take"]
 
-#: Packed bytes handled per step (about 40 000 runs of the benchmark masks).
-CHUNK_BYTES = 1 << 16
+#: Packed bytes handled per step (about 170 000 runs of the benchmark masks).
+CHUNK_BYTES = 1 << 18
 
 _B1 = np.uint8(1)
 _B7 = np.uint8(7)

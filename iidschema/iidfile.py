@@ -575,16 +575,17 @@ class IIDFile:
             key += 1
 
     def _save_records(self) -> Iterable[tuple[IID, Segment] | Any]:
-        """What :meth:`save` writes: :meth:`_records`, or, for a file built
-        in memory with :meth:`add` (every entry added, nothing to read), the
-        entries' own IIDs and segments without a property call per entry."""
+        """What :meth:`save` writes: :meth:`_records`; for a file built in
+        memory (every entry added, nothing to read) as a list, so that the
+        writer can look ahead, and for entries made by :meth:`add` their own
+        IIDs and segments without a property call per entry."""
         entries = self._entries
-        if self._reader is None and len(entries) == self._count and (
-            not self._count or (entries[0]._iid is not None and entries[self._count - 1]._iid is not None)
-        ):
-            records = [(entries[key]._iid, entries[key]._seg) for key in range(self._count)]
-            if all(iid is not None and seg is not None for iid, seg in records):
-                return records  # type: ignore[return-value]
+        if self._reader is None and len(entries) == self._count:
+            if not self._count or (entries[0]._iid is not None and entries[self._count - 1]._iid is not None):
+                records = [(entries[key]._iid, entries[key]._seg) for key in range(self._count)]
+                if all(iid is not None and seg is not None for iid, seg in records):
+                    return records  # type: ignore[return-value]
+            return list(self._records())
         return self._records()
 
     def save(self, fpath: str | os.PathLike[str] | None = None, version: int | None = None, codec: Any = "auto") -> None:
@@ -624,7 +625,10 @@ class IIDFile:
 
     def _reopen(self, path: str) -> None:
         """Point this object at the file just written: every entry is in it."""
-        loaded = {k: e for k, e in self._entries.items() if e.iid_loaded or e.seg_loaded}
+        if self._reader is None:
+            loaded = self._entries  # every entry was added here: all are loaded
+        else:
+            loaded = {k: e for k, e in self._entries.items() if e.iid_loaded or e.seg_loaded}
         old = self._reader
         self._reader = open_reader(open_source(path))
         self.fpath = path

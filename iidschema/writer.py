@@ -572,6 +572,18 @@ _POOL: Any = None
 _POOL_PID = 0
 
 
+def _worker() -> Any:
+    """The writers' worker thread (one; created on first use, and again in
+    a forked child, which does not inherit the thread)."""
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-encode")
+        _POOL_PID = os.getpid()
+    return _POOL
+
+
 def _halves(fn: Callable[[Any], Any], segs: Any) -> tuple[Any, Any] | None:
     """``fn`` of each half of ``segs`` (a list, or anything with a length
     and slices), the second half on a worker thread, or None (the caller
@@ -579,16 +591,10 @@ def _halves(fn: Callable[[Any], Any], segs: Any) -> tuple[Any, Any] | None:
     or one CPU.  The bulk encoders spend most of their time in numpy,
     scipy.ndimage and zstd calls on large arrays, which release the GIL: two
     halves run in about 0.6-0.8 of the time."""
-    global _POOL, _POOL_PID
     if len(segs) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         return None
-    if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own thread
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iidschema-encode")
-        _POOL_PID = os.getpid()
     half = len(segs) // 2
-    second = _POOL.submit(fn, segs[half:])
+    second = _worker().submit(fn, segs[half:])
     first = fn(segs[:half])
     return first, second.result()
 
@@ -675,6 +681,35 @@ def _batches(records: Iterable[Record | AddedColumns]) -> Iterator[list[Record] 
                 if not batch:
                     break
                 yield batch
+
+
+def _digest(*record_lists: list[bytes]) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
+    """For each list of records: their lengths, their CRC32Cs and their
+    bytes joined."""
+    from crc32c import crc32c
+
+    return [
+        (np.fromiter(map(len, recs), dtype=np.uint64, count=len(recs)),
+         np.fromiter(map(crc32c, recs), dtype=np.uint32, count=len(recs)),
+         b"".join(recs))
+        for recs in record_lists
+    ]
+
+
+def _boxes_and_addresses(records: list[Record | AddedColumns]) -> tuple[np.ndarray, list[bytes]]:
+    """Every record's bbox ((n, 4) int64) and address, in order."""
+    boxes: list[np.ndarray] = []
+    addresses: list[bytes] = []
+    for is_cols, run in itertools.groupby(records, key=lambda r: type(r) is AddedColumns):
+        if is_cols:
+            for cols in run:
+                boxes.append(cols.bboxes)
+                addresses += cols.addresses
+        else:
+            pairs = list(run)
+            boxes.append(np.fromiter(itertools.chain.from_iterable([seg.bbox for _, seg in pairs]), np.int64, 4 * len(pairs)).reshape(-1, 4))
+            addresses += [iid.address for iid, _ in pairs]
+    return (np.concatenate(boxes) if boxes else np.zeros((0, 4), dtype=np.int64)), addresses
 
 
 def _v1_segments(encoder: _SegmentEncoder, segs: list[Segment], first_key: int, used: set[int]) -> list[bytes]:
@@ -765,20 +800,29 @@ def write_v1(
     if count > schema.MAX_U32:
         raise IIDLimitError(f"version 1 holds at most {schema.MAX_U32} entries, got {count}")
     encoder = _SegmentEncoder(codec)
-    iid_chunks: list[bytes] = []
-    seg_chunks: list[bytes] = []
+    digests: list[Any] = []  # per batch: lengths, CRCs and joined bytes of its records
     area_parts: list[np.ndarray] = []
     box_parts: list[np.ndarray] = []
     addresses: list[bytes] = []
     used: set[int] = set()
+    # With a second CPU, the worker thread takes what does not need the
+    # encoded segments: the indexes, when the records come as a list (a
+    # file built in memory: every bbox and address is known before
+    # encoding), and each batch's record CRCs and join while the next batch
+    # is encoded.
+    threaded = count >= _PARALLEL_MIN and (os.cpu_count() or 1) > 1
+    indexes = None
+    if threaded and isinstance(records, list):
+        early_boxes, early_addresses = _boxes_and_addresses(records)
+        indexes = _worker().submit(lambda: (build_spatial_index(early_boxes), build_address_index(early_addresses)))
     done = 0
     for batch in _batches(records):
         nb = len(batch)
         if done + nb > count:
             raise ValueError("more records than announced")
         if type(batch) is AddedColumns:
-            iid_chunks += _iid_records(batch.addresses, batch.domains, done)
-            seg_chunks += _v1_columns(encoder, batch, done, used)
+            iid_recs = _iid_records(batch.addresses, batch.domains, done)
+            seg_recs = _v1_columns(encoder, batch, done, used)
             area_parts.append(batch.areas)
             box_parts.append(batch.bboxes)
             addresses += batch.addresses
@@ -786,11 +830,13 @@ def write_v1(
             iids = [iid for iid, _ in batch]
             segs = [seg for _, seg in batch]
             batch_addresses = [iid.address for iid in iids]
-            iid_chunks += _iid_records(batch_addresses, [iid.domain for iid in iids], done)
-            seg_chunks += _v1_segments(encoder, segs, done, used)
+            iid_recs = _iid_records(batch_addresses, [iid.domain for iid in iids], done)
+            seg_recs = _v1_segments(encoder, segs, done, used)
             area_parts.append(np.fromiter([seg.area for seg in segs], np.int64, nb))
             box_parts.append(np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4))
             addresses += batch_addresses
+        digests.append(_worker().submit(_digest, iid_recs, seg_recs) if threaded else _digest(iid_recs, seg_recs))
+        del iid_recs, seg_recs
         if progress is not None:
             for key in range(done, done + nb):
                 progress(key)
@@ -800,22 +846,28 @@ def write_v1(
 
     lut = np.zeros(count, dtype=schema.LUT1_DTYPE)
     bbox_arr = np.concatenate(box_parts) if box_parts else np.zeros((0, 4), dtype=np.int64)
-    for name, chunks in (("iid", iid_chunks), ("seg", seg_chunks)):
-        lens = np.fromiter(map(len, chunks), dtype=np.uint64, count=count)
+    parts = [d.result() if threaded else d for d in digests]
+    for k, name in enumerate(("iid", "seg")):
+        lens = np.concatenate([p[k][0] for p in parts]) if parts else np.zeros(0, dtype=np.uint64)
         lut[name]["length"] = lens
         if count:
             lut[name]["offset"][1:] = np.cumsum(lens)[:-1]
+        lut[f"{name}_crc"] = np.concatenate([p[k][1] for p in parts]) if parts else np.zeros(0, dtype=np.uint32)
+    iid_chunks = [p[0][2] for p in parts]
+    seg_chunks = [p[1][2] for p in parts]
+    del parts, digests
     lut["area"] = np.concatenate(area_parts) if area_parts else np.zeros(0, dtype=np.int64)
     for i, field in enumerate(("minr", "minc", "maxr", "maxc")):
         lut["bbox"][field] = bbox_arr[:, i]
-    lut["iid_crc"] = np.fromiter(map(crc32c, iid_chunks), dtype=np.uint32, count=count)
-    lut["seg_crc"] = np.fromiter(map(crc32c, seg_chunks), dtype=np.uint32, count=count)
     rows = lut.tobytes()
     step = schema.LUT_BLOCK * schema.LUT1_DTYPE.itemsize
     block_crcs = np.array([crc32c(rows[i : i + step]) for i in range(0, len(rows), step)], dtype=schema.BLOCK_CRC1_DTYPE)
 
-    spatial = build_spatial_index(bbox_arr)
-    address = build_address_index(addresses)
+    if indexes is not None:
+        spatial, address = indexes.result()
+    else:
+        spatial = build_spatial_index(bbox_arr)
+        address = build_address_index(addresses)
     sections: list[tuple[int, list[bytes]]] = [
         (schema.SectionId.META, [check_meta(meta)]),
         (schema.SectionId.GROUPS, [group_bytes := _groups_v0(groups, count)]),
@@ -825,9 +877,9 @@ def write_v1(
         (schema.SectionId.LUT, [rows, block_crcs.tobytes()]),
         (schema.SectionId.SPATIAL_INDEX, [spatial]),
         (schema.SectionId.ADDRESS_INDEX, [address]),
-        # One bytes object per section: one CRC call and one write each.
-        (schema.SectionId.IIDS, [b"".join(iid_chunks)]),
-        (schema.SectionId.SEGS, [b"".join(seg_chunks)]),
+        # One bytes object per batch: one CRC call and one write each.
+        (schema.SectionId.IIDS, iid_chunks),
+        (schema.SectionId.SEGS, seg_chunks),
     ]
     del iid_chunks, seg_chunks
     hsize = schema.header1_size(len(sections))

@@ -93,6 +93,8 @@ def test_same_bytes_on_every_writer_path(monkeypatch: pytest.MonkeyPatch, versio
     monkeypatch.setattr(writer, "_STEP", 16)
     monkeypatch.setattr(codecs, "_BACKGROUND_MIN", 4)
     assert serialise(_by_add_many(items), version) == want
+    monkeypatch.setattr(writer, "_PARALLEL_MIN", 2)  # the worker thread's share too
+    assert serialise(_by_add_many(items), version) == want
     monkeypatch.setattr(writer, "_BULK", False)
     assert serialise(_by_add_many(items), version) == want
 
