@@ -272,6 +272,8 @@ def _bboxes(bboxes: Any, n: int, max_coord: int) -> tuple[Sequence[Any], np.ndar
                 (all(type(v) is int or (isinstance(v, np.integer)) for v in row) for row in items), np.bool_, n
             )
             ok &= plain
+    if ok.all():
+        return items, ints, ok
     out[ok] = ints[ok]
     return items, out, ok
 
@@ -288,9 +290,14 @@ def _group_keys(first_key: int, per_group: list[Any] | None, groups: Any, n: int
         codes = {g: i for i, g in enumerate(names)}
         order = list(names)
         code = np.fromiter(map(codes.__getitem__, per_group), np.int64, n)
+        out = {}
+        if len(order) <= 16:  # a few names: one comparison each
+            for c, name in enumerate(order):
+                if name is not None:
+                    out[name] = np.flatnonzero(code == c) + first_key
+            return out
         ranked = np.argsort(code, kind="stable")
         bounds = exclusive_cumsum(np.bincount(code, minlength=len(order)))
-        out = {}
         for c, name in enumerate(order):
             if name is not None:
                 out[name] = ranked[bounds[c] : bounds[c + 1]] + first_key

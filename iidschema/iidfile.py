@@ -414,10 +414,10 @@ class IIDFile:
         from .adding import prepare
 
         first = self._count
-        cols, group_keys = prepare(first, addresses, domains, bboxes, masks, groups, MAX_COORD, _check_one)
-        n = len(cols)
-        keys = range(first, first + n)
-        with _gc_paused():
+        with _gc_paused():  # (the collector would rescan every live entry and mask meanwhile)
+            cols, group_keys = prepare(first, addresses, domains, bboxes, masks, groups, MAX_COORD, _check_one)
+            n = len(cols)
+            keys = range(first, first + n)
             self._entries.update(zip(keys, map(Entry, keys, repeat(None), repeat(None), repeat(self), repeat(cols), range(n))))
         self._count += n
         for name, members in group_keys.items():

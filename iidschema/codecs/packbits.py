@@ -149,8 +149,9 @@ def pack_masks(masks: Sequence[Any], shapes: np.ndarray | None = None) -> Packed
     packed = np.empty(int(starts[-1]), dtype=np.uint8)
     # bytes.join copies numpy buffers with far less per-item overhead than
     # np.concatenate; each mask is followed by its zero padding.
-    pads = [_PADS[k] for k in ((-pixels) & 7).tolist()]
-    parts = [x for pair in zip(arrays, pads) for x in pair]
+    parts: list[Any] = [b""] * (2 * count)
+    parts[0::2] = arrays
+    parts[1::2] = map(_PADS.__getitem__, ((-pixels) & 7).tolist())
     cuts = chunk_bounds(starts, CHUNK_PIXELS // 8)
     for a, b in zip(cuts, cuts[1:]):
         joined = b"".join(parts[2 * a : 2 * b])
