@@ -51,6 +51,7 @@ OP_TITLES = {
     "add_save": "add + save",
     "add": "  of which add()",
     "save": "  of which save()",
+    "add_many_save": "add_many + save⁴",
     "open": "open (header)",
     "fetch_all": "fetch everything + mask() each",
     "masks_all": "every mask as columns: masks()³",
@@ -165,6 +166,19 @@ class Runner:
             res["ops"].setdefault(lk, {})["add_save"] = r
             files[lk] = path if "size" in r else None
             self.log(f"  {lk:14} add+save {fmt_time(r.get('median'))} {r.get('skipped') or r.get('timeout') or r.get('error') or ''}")
+            if lib == "iidfile":
+                # No bulk add in iidfile 0.2.0: its add loop is its only way.
+                res["ops"][lk]["add_many_save"] = r
+                continue
+            many_path = os.path.join(work, f"{lk}-add_many.iid")
+            rm = self.task(lib, version, "add_many_save", n, many_path, ["--workload", wpath], timeout=args.timeout)
+            if "size" in rm and files[lk]:
+                with open(many_path, "rb") as a, open(path, "rb") as b:
+                    rm["same_bytes_as_add_loop"] = a.read() == b.read()
+                os.remove(many_path)
+            res["ops"][lk]["add_many_save"] = rm
+            self.log(f"  {lk:14} add_many+save {fmt_time(rm.get('median'))} same bytes: {rm.get('same_bytes_as_add_loop')} "
+                     f"{rm.get('timeout') or rm.get('error') or ''}")
         # iidfile reads version-0 files written by iidschema (same bytes):
         # if its own writer could not finish, it still gets measured reading.
         peer_file = files.get("iidfile") or files.get("iidschema-v0")
@@ -455,7 +469,9 @@ def markdown(results: dict[str, Any]) -> str:
                  "warm page cache). Ratios are iidschema / iidfile: **0.05 means 20x faster**. "
                  "¹ not run: predicted from the previous size to exceed the time limit, or above `--peer-max-n`; "
                  "'> N s (killed)': ran past the limit. ² failed (see results.json). "
-                 "³ iidfile 0.2.0 has no columnar read: its column is its fetch everything + mask() each again.")
+                 "³ iidfile 0.2.0 has no columnar read: its column is its fetch everything + mask() each again. "
+                 "⁴ the same entries in one `add_many()` call (the file is byte for byte the one of the add loop); "
+                 "iidfile 0.2.0 has no bulk add: its column is its add loop + save.")
     lines.append("")
     skipped_notes = []
     for n_key, res in results["sizes"].items():
@@ -467,7 +483,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
         ops = res["ops"]
         v0, v1, peer = ops.get("iidschema-v0", {}), ops.get("iidschema-v1", {}), ops.get("iidfile", {})
-        for op in ["add_save", "add", "save"] + QUERY_OPS:
+        for op in ["add_save", "add", "save", "add_many_save"] + QUERY_OPS:
             src_op = "add_save" if op in ("add", "save") else op
             key = op if op in ("add", "save") else "median"
             a, b, c = v0.get(src_op), v1.get(src_op), peer.get(src_op)
@@ -582,7 +598,8 @@ def targets(results: dict[str, Any]) -> list[str]:
                 rows_val = best
                 yield rows_val
 
-    for op, n, goal in (("add_save", 100000, 20), ("fetch_all", 100000, 20), ("masks_all", 100000, 20), ("overlap_graph", 10000, 100)):
+    for op, n, goal in (("add_save", 100000, 20), ("add_many_save", 100000, 20), ("fetch_all", 100000, 20), ("masks_all", 100000, 20),
+                        ("overlap_graph", 10000, 100)):
         vals = list(speedup(n, op)) if str(n) in S else []
         if vals:
             text = ", ".join(f"{lk}: {'>' if t else ''}{x:.1f}x" for lk, x, t in vals)
