@@ -33,6 +33,9 @@ def test_quick_benchmark_run(tmp_path):
         for lib in ("iidschema-v0", "iidschema-v1", "iidfile"):
             assert "median" in ops[lib]["add_save"], ops[lib]["add_save"]
             assert "median" in ops[lib]["fetch_all"], ops[lib]["fetch_all"]
+        for lib in ("iidschema-v0", "iidschema-v1"):
+            assert ops[lib]["add_many_save"]["same_bytes_as_add_loop"] is True
+            assert ops[lib]["masks_all"]["answer"] == res["n"]
         # The libraries agree on what they found.
         assert ops["iidschema-v0"]["fetch_all"]["answer"] == ops["iidfile"]["fetch_all"]["answer"] == res["n"]
         assert ops["iidschema-v0"]["look_for20"]["answer"] == ops["iidschema-v1"]["look_for20"]["answer"] == ops["iidfile"]["look_for20"]["answer"]
