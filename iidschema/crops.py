@@ -48,15 +48,20 @@ class CropRuns:
     :ivar single: with ``single=True``: whether the mask certainly is one
         8-connected component (bool), as
         :func:`~iidschema.masks.single_component_of_runs`; else None.
+    :ivar true: with ``true_runs=True``: ``(first, last, offsets)``, the
+        flat positions (within its mask, int64) of the first and the last
+        pixel of every True run of the (uncropped) masks, and ``n + 1``
+        offsets of each mask's runs; else None.
     """
 
-    __slots__ = ("tight", "runs", "offsets", "single", "_rle_bytes")
+    __slots__ = ("tight", "runs", "offsets", "single", "true", "_rle_bytes")
 
     def __init__(self, tight: np.ndarray, runs: np.ndarray, offsets: np.ndarray, single: np.ndarray | None):
         self.tight = tight
         self.runs = runs
         self.offsets = offsets
         self.single = single
+        self.true: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rle_bytes: tuple[bytes, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -151,13 +156,17 @@ def packed_take(pm: PackedMasks, which: np.ndarray) -> PackedMasks:
     return PackedMasks(data, exclusive_cumsum(sizes), pm.heights[which], pm.widths[which])
 
 
-def crop_runs(pm: PackedMasks, single: bool = False) -> CropRuns:
+def crop_runs(pm: PackedMasks, single: bool = False, true_runs: bool = False) -> CropRuns:
     """Tight bboxes and cropped ``rle`` runs of every mask of ``pm`` (see the
-    module docstring); with ``single``, also the one-component test."""
+    module docstring); with ``single``, also the one-component test; with
+    ``true_runs``, also the True runs of the masks themselves
+    (:attr:`CropRuns.true`)."""
     count = len(pm)
     tight = np.full((count, 4), -1, dtype=np.int64)
     nruns = np.zeros(count, dtype=np.int64)
     one = np.zeros(count, dtype=np.bool_) if single else None
+    kept: list[tuple[np.ndarray, np.ndarray]] | None = [] if true_runs else None
+    ntrue = np.zeros(count, dtype=np.int64)
     pieces = []
     cuts = chunk_bounds(pm.starts, CHUNK_BYTES)
     for a, b in zip(cuts, cuts[1:]):
@@ -165,19 +174,27 @@ def crop_runs(pm: PackedMasks, single: bool = False) -> CropRuns:
         x = pm.packed[base : pm.starts[b]]
         runs = _chunk(
             x, pm.starts[a : b + 1] - base, pm.pixels[a:b], pm.widths[a:b], tight[a:b], nruns[a:b],
-            None if one is None else one[a:b],
+            None if one is None else one[a:b], kept, ntrue[a:b],
         )
         pieces.append(runs)
     runs = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-    return CropRuns(tight, runs, exclusive_cumsum(nruns), one)
+    out = CropRuns(tight, runs, exclusive_cumsum(nruns), one)
+    if kept is not None:
+        first = np.concatenate([f for f, _ in kept]) if kept else np.zeros(0, np.int64)
+        last = np.concatenate([e for _, e in kept]) if kept else np.zeros(0, np.int64)
+        out.true = (first, last, exclusive_cumsum(ntrue))
+    return out
 
 
 def _chunk(
     x: np.ndarray, starts: np.ndarray, pixels: np.ndarray, widths: np.ndarray,
     tight: np.ndarray, nruns: np.ndarray, single: np.ndarray | None,
+    kept: list[tuple[np.ndarray, np.ndarray]] | None = None, ntrue: np.ndarray | None = None,
 ) -> np.ndarray:
     """One chunk of :func:`crop_runs`: fills ``tight``, ``nruns`` and
-    ``single`` of its masks and returns their cropped runs."""
+    ``single`` of its masks and returns their cropped runs; appends the
+    True runs (first and last pixel) to ``kept`` and their count per mask
+    to ``ntrue`` when given."""
     # Transitions, as in iidschema.codecs.rle._runs_chunk: bit b of t is set
     # where pixel b differs from the pixel before it in the same mask (the
     # pixel before a mask's first is False), never in the padding.
@@ -225,6 +242,9 @@ def _chunk(
         return np.zeros(0, np.int64)
     starts_px = bounds[0::2]
     last_px = bounds[1::2] - 1
+    if kept is not None:
+        kept.append((starts_px.astype(np.int64), last_px.astype(np.int64)))
+        ntrue[:] = true_runs  # type: ignore[index]
     w = np.repeat(widths, true_runs)
     wf = w.astype(np.float64)
     # Floor division through float64 (several times faster than int64's):

@@ -19,7 +19,7 @@ import numpy as np
 from . import schema
 from .adding import AddedColumns
 from .errors import IIDLimitError
-from .masks import single_component_of_runs, sorted_unique, split_regions, split_regions_many, tight_bbox, tight_bboxes_of_runs
+from .masks import exclusive_cumsum, sorted_unique, split_regions, tight_bbox, tight_bboxes_of_runs
 from .model import IID, Segment
 
 __all__ = ["write_v0", "write_v1", "atomic_write", "check_meta"]
@@ -69,46 +69,95 @@ def _components_v0(seg: Segment) -> Iterator[tuple[tuple[int, int, int, int], by
         yield bbox, bytes(packbits.encode(mask))
 
 
-def _components_v0_many(segs: list[Segment]) -> list[list[tuple[tuple[int, int, int, int], bytes]]]:
-    """:func:`_components_v0` of many segments built by :meth:`IIDFile.add`.
+def _v0_packed_regions(packed: "_Packed") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Version-0 regions of masks given by their packed stream (their
+    8-connected components, as :func:`_components_v0` finds them one
+    segment at a time): the number of regions of each
+    mask, their absolute bboxes ((r, 4) int64) and their payloads (an object
+    array of bytes), each mask's regions in raster order of their first
+    pixel.  A mask that is certainly one component
+    (:attr:`~iidschema.crops.CropRuns.single`) is its crop; the others'
+    components come from their runs (:func:`~iidschema.components.components`)."""
+    from .codecs.rle import select_runs
+    from .components import components
+    from .crops import crop_runs
 
-    All masks are packed and their runs found at once; a mask that certainly
-    is one 8-connected component (:func:`single_component_of_runs`: convex
-    blobs, lines) is its own only region, the mask cropped to its tight bbox;
-    the others are labelled together (:func:`split_regions_many`).  The
-    payloads are packed in bulk.  Same regions, bboxes and bytes as
-    :func:`split_regions` region by region.
-    """
-    from .codecs.packbits import pack_masks  # not at import: listing codecs imports none
-    from .codecs.rle import runs_of_packed
+    pm = packed.pm
+    n = len(pm)
+    cr = crop_runs(pm, single=True, true_runs=True)
+    tight = cr.tight
+    nonempty = tight[:, 0] >= 0
+    one = np.flatnonzero(nonempty & cr.single)  # type: ignore[operator]
+    rest = np.flatnonzero(nonempty & ~cr.single)  # type: ignore[operator]
+    first, last, offsets = cr.true  # type: ignore[misc]
+    run_first, rest_offsets = select_runs(first, offsets, rest)
+    run_last, _ = select_runs(last, offsets, rest)
+    comps = components(run_first, run_last, rest_offsets, pm.heights[rest], pm.widths[rest])
+    counts = np.zeros(n, dtype=np.int64)
+    counts[one] = 1
+    counts[rest] = comps.counts
+    start = exclusive_cumsum(counts)
+    boxes = np.empty((int(start[-1]), 4), dtype=np.int64)
+    payloads = np.empty(int(start[-1]), dtype=object)
+    origin = packed.origin[:, [0, 1, 0, 1]]
+    at = start[one]
+    boxes[at] = tight[one] + origin[one]
+    whole = (tight[one, 0] == 0) & (tight[one, 1] == 0) & (tight[one, 2] == pm.heights[one]) & (tight[one, 3] == pm.widths[one])
+    if whole.any():
+        payloads[at[whole]] = _objects(pm.payloads(one[whole]))
+    if not whole.all():
+        payloads[at[~whole]] = _objects(cr.packed(one[~whole]).payloads())
+    if comps.counts.size:
+        owner = np.repeat(rest, comps.counts)
+        local = np.arange(owner.size, dtype=np.int64) - np.repeat(exclusive_cumsum(comps.counts)[:-1], comps.counts)
+        at = start[owner] + local
+        boxes[at] = comps.boxes + origin[owner]
+        payloads[at] = _objects(comps.packed.payloads())
+    return counts, boxes, payloads
 
-    n = len(segs)
-    masks = [s.source for s in segs]
-    origin = np.fromiter(itertools.chain.from_iterable([s.bbox for s in segs]), np.int64, 4 * n).reshape(n, 4)
-    shapes = origin[:, 2:] - origin[:, :2]
-    pm = pack_masks(masks, shapes)
-    runs, offsets = runs_of_packed(pm)
-    tight = tight_bboxes_of_runs(runs, offsets, pm.widths)
-    single = single_component_of_runs(runs, offsets, pm.widths)
-    out: list[list[tuple[tuple[int, int, int, int], bytes]]] = [[] for _ in range(n)]
-    one = np.flatnonzero(single)
-    whole = one[(tight[one, 0] == 0) & (tight[one, 1] == 0) & (tight[one, 2] == shapes[one, 0]) & (tight[one, 3] == shapes[one, 1])]
-    cut = np.setdiff1d(one, whole, assume_unique=True)
-    boxes = (tight + origin[:, [0, 1, 0, 1]]).tolist()
-    for i, payload in zip(whole.tolist(), pm.payloads(whole)):
-        out[i] = [(tuple(boxes[i]), payload)]
-    if cut.size:
-        crops = [np.ascontiguousarray(masks[i][r0:r1, c0:c1]) for i, (r0, c0, r1, c1) in zip(cut.tolist(), tight[cut].tolist())]
-        for i, payload in zip(cut.tolist(), pack_masks(crops, tight[cut, 2:] - tight[cut, :2]).payloads()):
-            out[i] = [(tuple(boxes[i]), payload)]
-    rest = np.flatnonzero(~single & (tight[:, 0] >= 0)).tolist()
-    if rest:
-        parts_of = split_regions_many([masks[i] for i in rest], [(int(origin[i, 0]), int(origin[i, 1])) for i in rest])
-        flat = [m for parts in parts_of for _, m in parts]
-        payloads = iter(pack_masks(flat).payloads() if flat else [])
-        for i, parts in zip(rest, parts_of):
-            out[i] = [(bbox, next(payloads)) for bbox, _ in parts]
-    return out
+
+def _v0_packed_regions_parallel(packed: "_Packed") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_v0_packed_regions`, in two halves on two threads when worth
+    it (:func:`_halves`; mostly numpy on large arrays, which releases the GIL)."""
+    both = _halves(_v0_packed_regions, packed)
+    if both is None:
+        return _v0_packed_regions(packed)
+    (c1, b1, p1), (c2, b2, p2) = both
+    return np.concatenate((c1, c2)), np.concatenate((b1, b2)), np.concatenate((p1, p2))
+
+
+def _v0_regions(segs: list[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_v0_packed_regions` of segments: those built by
+    :meth:`IIDFile.add` (a source mask) from their packed stream, the others
+    (read from a file) region by region (:func:`_components_v0`)."""
+    from .codecs.packbits import pack_masks
+
+    nb = len(segs)
+    split = [j for j, seg in enumerate(segs) if seg.source is not None and seg.components] if _BULK else []
+    counts = np.zeros(nb, dtype=np.int64)
+    found = None
+    if split:
+        origin = np.fromiter(itertools.chain.from_iterable([segs[j].bbox for j in split]), np.int64, 4 * len(split)).reshape(-1, 4)
+        pm = pack_masks([segs[j].source for j in split], origin[:, 2:] - origin[:, :2])
+        found = _v0_packed_regions_parallel(_Packed(pm, origin[:, :2]))
+        counts[split] = found[0]
+    chosen = set(split)
+    others = [j for j in range(nb) if j not in chosen]
+    lists = [list(_components_v0(segs[j])) for j in others]
+    counts[others] = [len(regions) for regions in lists]
+    start = exclusive_cumsum(counts)
+    boxes = np.empty((int(start[-1]), 4), dtype=np.int64)
+    payloads = np.empty(int(start[-1]), dtype=object)
+    if found is not None:
+        sel = np.asarray(split, dtype=np.int64)
+        at = np.repeat(start[sel], found[0]) + (np.arange(found[2].size, dtype=np.int64) - np.repeat(exclusive_cumsum(found[0])[:-1], found[0]))
+        boxes[at] = found[1]
+        payloads[at] = found[2]
+    for j, regions in zip(others, lists):
+        for k, (bbox, payload) in enumerate(regions):
+            boxes[start[j] + k] = bbox
+            payloads[start[j] + k] = payload
+    return counts, boxes, payloads
 
 
 def write_v0(
@@ -140,41 +189,38 @@ def write_v0(
         if n + nb > count:
             raise ValueError("more records than announced")
         if type(batch) is AddedColumns:
-            batch = [(batch.iid(j), batch.segment(j)) for j in range(nb)]
-        iids = [iid for iid, _ in batch]
-        segs = [seg for _, seg in batch]
+            cols: AddedColumns | None = batch
+            addresses, domains = batch.addresses, batch.domains
+            boxes, areas = batch.bboxes, batch.areas
+        else:
+            cols = None
+            segs = [seg for _, seg in batch]
+            addresses = [iid.address for iid, _ in batch]
+            domains = [iid.domain for iid, _ in batch]
+            boxes = np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4)
+            areas = np.fromiter([seg.area for seg in segs], np.int64, nb)
         # The limits first, before any encoding: the first entry that does
         # not fit is named, as the one-by-one writer did.
-        boxes = np.fromiter(itertools.chain.from_iterable([seg.bbox for seg in segs]), np.int64, 4 * nb).reshape(nb, 4)
-        areas = np.fromiter([seg.area for seg in segs], np.int64, nb)
         bad = (boxes > schema.MAX_COORD_V0).any(axis=1) | (boxes < 0).any(axis=1) | (areas > schema.MAX_U32)
         if bad.any():
             j = int(np.argmax(bad))
-            key, seg = n + j, segs[j]
-            if max(seg.bbox) > schema.MAX_COORD_V0 or min(seg.bbox) < 0:
+            key, bbox = n + j, tuple(boxes[j].tolist())
+            if max(bbox) > schema.MAX_COORD_V0 or min(bbox) < 0:
                 raise IIDLimitError(
-                    f"entry {key}: bbox {seg.bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
+                    f"entry {key}: bbox {bbox} does not fit version 0 (coordinates 0..{schema.MAX_COORD_V0}); save as version 1"
                 )
-            raise IIDLimitError(f"entry {key}: area {seg.area} does not fit version 0 (uint32)")
-        # Segments added with IIDFile.add (a source mask): their components
-        # are labelled together (split_regions_many) and packed together;
-        # the others (read from a file) region by region.
-        split = [j for j, seg in enumerate(segs) if seg.source is not None and seg.components] if _BULK else []
-        regions_of: list[list[tuple[tuple[int, int, int, int], bytes]] | None] = [None] * nb
-        if split:
-            for j, regions in zip(split, _components_v0_parallel([segs[j] for j in split])):
-                regions_of[j] = regions
-        for j, seg in enumerate(segs):
-            if regions_of[j] is None:
-                regions_of[j] = list(_components_v0(seg))
-        # Record heads for the whole batch in numpy, then one join.
-        counts = np.fromiter(map(len, regions_of), np.int64, nb)  # type: ignore[arg-type]
-        regions = [r for rs in regions_of for r in rs]  # type: ignore[union-attr]
-        nr = len(regions)
-        rboxes = np.fromiter(itertools.chain.from_iterable([b for b, _ in regions]), np.int64, 4 * nr).reshape(nr, 4)
-        plens = np.fromiter([len(p) for _, p in regions], np.int64, nr)
+            raise IIDLimitError(f"entry {key}: area {int(areas[j])} does not fit version 0 (uint32)")
+        if cols is not None and _BULK:
+            counts, rboxes, payloads = _v0_packed_regions_parallel(_Packed(cols.packed, boxes[:, :2]))
+        else:
+            counts, rboxes, payloads = _v0_regions(cols.segments() if cols is not None else segs)
+        nr = payloads.size
+        plens = np.fromiter(map(len, payloads.tolist()), np.int64, nr)
         if nr and (rboxes.max() > schema.MAX_COORD_V0 or rboxes.min() < 0 or plens.max() + reg_size > schema.MAX_U32):
             raise IIDLimitError("a region does not fit version 0 (uint16 coordinates, uint32 length); save as version 1")
+        # Record heads for the whole batch in numpy; the records are one join
+        # of the heads and payloads interleaved (segment head, then region
+        # head and payload of each region).
         heads = np.zeros(nb, dtype=_SEG_HEAD0_DTYPE)
         heads["key"] = np.arange(n, n + nb)
         rheads = np.zeros(nr, dtype=_REGION_HEAD0_DTYPE)
@@ -183,22 +229,18 @@ def write_v0(
             heads["bbox"][name] = boxes[:, i]
             rheads["bbox"][name] = rboxes[:, i]
         heads["area"] = areas
-        hdata, rdata = heads.tobytes(), rheads.tobytes()
-        pieces: list[bytes] = []
-        r = 0
-        for j, c in enumerate(counts.tolist()):
-            pieces.append(hdata[j * seg_size : (j + 1) * seg_size])
-            for _, payload in regions[r : r + c]:
-                pieces.append(rdata[r * reg_size : (r + 1) * reg_size])
-                pieces.append(payload)
-                r += 1
-        seg_chunks.append(b"".join(pieces))
-        per_region = np.zeros(nr + 1, dtype=np.int64)
-        np.cumsum(plens + reg_size, out=per_region[1:])
-        ends = np.zeros(nb + 1, dtype=np.int64)
-        np.cumsum(counts, out=ends[1:])
-        seg_lens[n : n + nb] = seg_size + per_region[ends[1:]] - per_region[ends[:-1]]
-        recs = _iid_records([iid.address for iid in iids], [iid.domain for iid in iids], n)
+        first_region = exclusive_cumsum(counts)
+        owner = np.repeat(np.arange(nb, dtype=np.int64), counts)
+        at = 2 * np.arange(nr, dtype=np.int64) + owner + 1  # region heads; payloads follow
+        parts = np.empty(nb + 2 * nr, dtype=object)
+        parts[np.arange(nb, dtype=np.int64) + 2 * first_region[:-1]] = _objects(heads.view(f"V{seg_size}").tolist())
+        parts[at] = _objects(rheads.view(f"V{reg_size}").tolist())
+        parts[at + 1] = payloads
+        seg_chunks.append(b"".join(parts.tolist()))
+        del parts
+        per_region = exclusive_cumsum(plens + reg_size)
+        seg_lens[n : n + nb] = seg_size + per_region[first_region[1:]] - per_region[first_region[:-1]]
+        recs = _iid_records(addresses, domains, n)
         iid_chunks.append(b"".join(recs))
         iid_lens[n : n + nb] = np.fromiter(map(len, recs), np.int64, nb)
         if progress is not None:
@@ -617,12 +659,6 @@ def _bulk_regions_parallel(encoder: _SegmentEncoder, segs: list[Segment]) -> tup
         return encoder.bulk_regions(segs)
     (boxes, ids, payloads), (boxes2, ids2, payloads2) = both
     return np.concatenate((boxes, boxes2)), np.concatenate((ids, ids2)), payloads + payloads2
-
-
-def _components_v0_parallel(segs: list[Segment]) -> list[list[tuple[tuple[int, int, int, int], bytes]]]:
-    """:func:`_components_v0_many`, in two halves when worth it."""
-    both = _halves(_components_v0_many, segs)
-    return _components_v0_many(segs) if both is None else both[0] + both[1]
 
 
 #: One segment record holding exactly one region: the two heads back to back
