@@ -254,16 +254,28 @@ def _bboxes(bboxes: Any, n: int, max_coord: int) -> tuple[Sequence[Any], np.ndar
         raise ValueError(f"add_many: {len(items)} bboxes for {n} masks")
     ok = np.zeros(n, dtype=np.bool_)
     out = np.zeros((n, 4), dtype=np.int64)
-    try:
-        arr = np.asarray(items)
-    except (TypeError, ValueError):  # ragged, or values numpy cannot hold
-        return items, out, ok
-    if arr.dtype.kind not in "iu" or arr.shape != (n, 4):
-        return items, out, ok  # floats, bools, objects: add() decides
-    ints = arr.astype(np.int64)  # uint64 above 2**63 turns negative: refused below
+    ints = None
+    if isinstance(items, (list, tuple)) and n:
+        # The common case, 4-tuples of plain ints: read straight into int64.
+        try:
+            plain = set(map(len, items)) == {4} and set(map(type, itertools.chain.from_iterable(items))) == {int}
+            if plain:
+                ints = np.fromiter(itertools.chain.from_iterable(items), np.int64, 4 * n).reshape(n, 4)
+        except (TypeError, OverflowError):  # rows without a length; ints beyond int64
+            ints = None
+    if ints is None:
+        try:
+            arr = np.asarray(items)
+        except (TypeError, ValueError):  # ragged, or values numpy cannot hold
+            return items, out, ok
+        if arr.dtype.kind not in "iu" or arr.shape != (n, 4):
+            return items, out, ok  # floats, bools, objects: add() decides
+        ints = arr.astype(np.int64)  # uint64 above 2**63 turns negative: refused below
+    else:
+        arr = None
     r0, c0, r1, c1 = ints.T
     ok = (r0 >= 0) & (c0 >= 0) & (r0 <= r1) & (c0 <= c1) & (r1 <= max_coord) & (c1 <= max_coord)
-    if not isinstance(items, np.ndarray) and n:
+    if arr is not None and not isinstance(items, np.ndarray) and n:
         # numpy turns True into 1, add() refuses bools: rows holding one (or
         # anything but an int) go to add().
         kinds = set(map(type, itertools.chain.from_iterable(items)))
