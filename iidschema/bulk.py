@@ -553,7 +553,7 @@ def _decode_chunk(batch: SegmentBatch, c: int) -> None:
 
 #: Region pixels placed per numpy pass in :func:`place_regions` (its index arrays
 #: take 8 bytes per pixel; small enough that the allocator reuses them).
-PLACE_CHUNK = 1 << 20
+PLACE_CHUNK = 1 << 16
 #: Regions of more pixels than this are placed with one slice assignment
 #: each (about the cost of placing this many pixels one by one).
 PLACE_SLICE = 512

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MaskColumns", "read_masks"]
 
 #: Payload bytes decoded per decoder call (see :func:`_decode_disk`).
-DECODE_CHUNK = 1 << 21
+DECODE_CHUNK = 1 << 18
 #: Threads decoding those parts.
 DECODE_THREADS = 2
 
@@ -220,7 +220,7 @@ def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) ->
     def run(job: tuple[int, np.ndarray]) -> tuple | None:
         codec_id, sel = job
         try:
-            return decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel])
+            return decode_flat(get_codec(codec_id), t.u8, t.roff[sel], t.rlen[sel], rh[sel], rw[sel], tight=True)
         except IIDCodecError:
             return None
 

@@ -168,6 +168,26 @@ def test_in_memory_file() -> None:
     assert cols.areas.tolist() == [3, 8]
 
 
+def test_entries_added_in_bulk_are_included(tmp_path: Path) -> None:
+    """Entries of ``add_many()`` (kept as columns until saved), before and
+    after saving, beside entries read from disk."""
+    path = tmp_path / "f.iid"
+    path.write_bytes(_workload_file(0, n=40))
+    f = iidschema.open(path)
+    rng = np.random.default_rng(3)
+    masks = [rng.random((int(h), int(w))) < 0.5 for h, w in rng.integers(1, 12, size=(50, 2))]
+    boxes = np.array([(i, i, i + m.shape[0], i + m.shape[1]) for i, m in enumerate(masks)], dtype=np.int64)
+    keys = f.add_many([b"m%d" % i for i in range(50)], b"d", boxes, masks, groups="bulk")
+    cols = f.masks()
+    assert len(cols) == 90
+    assert all(np.array_equal(cols.mask(k), m) for k, m in zip(keys, masks))
+    assert_columns_match(cols, one_by_one(f, list(range(len(f)))))
+    assert f.masks(groups="bulk").keys.tolist() == list(keys)
+    f.save(tmp_path / "g.iid", version=1)
+    assert all(np.array_equal(f.masks(keys=keys).mask(k), m) for k, m in zip(keys, masks))
+    f.close()
+
+
 def test_mask_columns_api() -> None:
     f = iidschema.IIDFile(_workload_file(1, n=50))
     cols = f.masks(keys=[2, 4, 9])
