@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codecs.packbits import PackedMasks, chunk_bounds
+from .codecs.rle import transitions
 from .masks import exclusive_cumsum
 
 __all__ = ["CropRuns", "crop_runs", "packed_slice", "packed_take"]
@@ -32,8 +33,6 @@ __all__ = ["CropRuns", "crop_runs", "packed_slice", "packed_take"]
 #: Packed bytes handled per step (about 170 000 runs of the benchmark masks).
 CHUNK_BYTES = 1 << 18
 
-_B1 = np.uint8(1)
-_B7 = np.uint8(7)
 _B128 = np.uint8(0x80)
 
 
@@ -195,24 +194,9 @@ def _chunk(
     ``single`` of its masks and returns their cropped runs; appends the
     True runs (first and last pixel) to ``kept`` and their count per mask
     to ``ntrue`` when given."""
-    # Transitions, as in iidschema.codecs.rle._runs_chunk: bit b of t is set
-    # where pixel b differs from the pixel before it in the same mask (the
-    # pixel before a mask's first is False), never in the padding.
     if not x.size:
         return np.zeros(0, np.int64)
-    prev = np.empty_like(x)
-    prev[0] = 0
-    prev[1:] = x[:-1]
-    prev[starts[:-1][pixels > 0]] = 0
-    t = prev << _B7
-    t |= x >> _B1
-    t ^= x
-    end_bits = starts[:-1] * 8 + pixels
-    end_bits = end_bits[(pixels & 7) != 0]
-    t[end_bits >> 3] &= ~(_B128 >> (end_bits & 7).astype(np.uint8))
-    nz = (t != 0).nonzero()[0]
-    bits = np.unpackbits(t[nz]).view(np.bool_).nonzero()[0]
-    changes = nz[bits >> 3] * 8 + (bits & 7)
+    changes = transitions(x, starts, pixels)
     bit_starts = starts * 8
     first_change = np.searchsorted(changes, bit_starts)
     per_mask = first_change[1:] - first_change[:-1]

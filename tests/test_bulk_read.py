@@ -241,7 +241,13 @@ def test_decode_flat_matches_decode(ms: list, name: str, gaps: bool) -> None:
     ],
 )
 def test_decode_flat_refuses_what_rle_decode_refuses(payload: bytes, shape: tuple) -> None:
-    codec = get_codec("rle")
+    assert_flat_refuses("rle", payload, shape)
+
+
+def assert_flat_refuses(name: str, payload: bytes, shape: tuple) -> None:
+    """``payload`` is refused by the codec's ``decode``, and by
+    ``decode_flat`` between two good payloads."""
+    codec = get_codec(name)
     with pytest.raises(IIDCodecError):
         codec.decode(payload, shape)
     good = codec.encode(np.ones((2, 2), bool))
@@ -266,16 +272,7 @@ def _zstd_bad_payloads() -> list:
 
 @pytest.mark.parametrize("case", range(5))
 def test_decode_flat_refuses_what_zstd_decode_refuses(case: int) -> None:
-    payload, shape = _zstd_bad_payloads()[case]
-    codec = get_codec("zstd")
-    with pytest.raises(IIDCodecError):
-        codec.decode(payload, shape)
-    good = codec.encode(np.ones((2, 2), bool))
-    raw = good + payload + good
-    offs = np.array([0, len(good), len(good) + len(payload)])
-    lens = np.array([len(good), len(payload), len(good)])
-    with pytest.raises(IIDCodecError):
-        decode_flat(codec, raw, offs, lens, np.array([2, shape[0], 2]), np.array([2, shape[1], 2]))
+    assert_flat_refuses("zstd", *_zstd_bad_payloads()[case])
 
 
 def test_decode_flat_packbits_length_checked() -> None:

@@ -129,10 +129,12 @@ def runs_of_packed(pm: PackedMasks) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate(out) if out else np.zeros(0, np.int64)), offsets
 
 
-def _runs_chunk(x: np.ndarray, starts: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of consecutive masks packed in ``x`` (their ``starts`` relative to
-    it); returns the runs and the number of runs of each mask."""
-    count = pixels.size
+def transitions(x: np.ndarray, starts: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Ascending bit positions in ``x`` (packed masks: mask ``i`` is
+    ``pixels[i]`` bits from byte ``starts[i]``) of the pixels that differ
+    from the pixel before them in the same mask (before a mask's first
+    pixel: False).  Found eight pixels per byte; also used by
+    :func:`iidschema.crops.crop_runs`."""
     # prev[j]: the byte before byte j, except 0 before each mask's first byte,
     # so that a mask's first pixel "changes" exactly when it is True (the
     # zero-long first run).  t = x XOR (x shifted right by one bit, the low
@@ -155,7 +157,14 @@ def _runs_chunk(x: np.ndarray, starts: np.ndarray, pixels: np.ndarray) -> tuple[
     # yields 0/1 bytes, so viewing them as bool is exact.)
     nz = (t != 0).nonzero()[0]
     bits = np.unpackbits(t[nz]).view(np.bool_).nonzero()[0]
-    changes = nz[bits >> 3] * 8 + (bits & 7)  # ascending bit positions
+    return nz[bits >> 3] * 8 + (bits & 7)
+
+
+def _runs_chunk(x: np.ndarray, starts: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of consecutive masks packed in ``x`` (their ``starts`` relative to
+    it); returns the runs and the number of runs of each mask."""
+    count = pixels.size
+    changes = transitions(x, starts, pixels)
     # Boundaries of mask i: its first bit s_i, its changes, its end s_i + n_i;
     # laid out in one array with the changes of mask i at their own index
     # plus 2i + 1, the mask's start just before and its end just after.
