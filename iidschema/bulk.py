@@ -560,7 +560,7 @@ PLACE_SLICE = 512
 
 
 def place_regions(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, rstart: np.ndarray, dstart: np.ndarray,
-           dwidth: np.ndarray, r0: np.ndarray, c0: np.ndarray, rh: np.ndarray, rw: np.ndarray, alone: np.ndarray) -> None:
+                  dwidth: np.ndarray, r0: np.ndarray, c0: np.ndarray, rh: np.ndarray, rw: np.ndarray, alone: np.ndarray) -> None:
     """Set in ``out`` the True pixels of many regions: region ``j`` is the
     ``(rh[j], rw[j])`` block at ``buffers[rbuf[j]][rstart[j]:]``, and goes to
     rows ``r0[j]..`` and columns ``c0[j]..`` of the mask that starts at
@@ -583,28 +583,31 @@ def place_regions(out: np.ndarray, buffers: list[np.ndarray], rbuf: np.ndarray, 
             dest[...] = hit
         else:
             np.logical_or(dest, hit, out=dest)
-    def place(job: tuple[np.ndarray, np.ndarray]) -> None:
-        src_buf, part = job
-        # Row by row, a pixel's place in the mask is its place in the
-        # source plus a constant per region row: no division per pixel.
-        h, w = rh[part], rw[part]
-        row_region = np.repeat(np.arange(part.size), h)
-        row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
-        src_row = rstart[part][row_region] + row_in_region * w[row_region]
-        dest_row = dstart[part][row_region] + (r0[part][row_region] + row_in_region) * dwidth[part][row_region] + c0[part][row_region]
-        row_width = w[row_region]
-        first = exclusive_cumsum(row_width)
-        src = np.arange(int(first[-1]), dtype=np.int64)
-        src += np.repeat(src_row - first[:-1], row_width)
-        hit = np.flatnonzero(src_buf[src])
-        src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
-        out[src[hit]] = True
 
-    jobs = []
+    # The small ones: per source buffer, in parts of about PLACE_CHUNK pixels
+    # (one thread: np.repeat holds the GIL, two measured slower).
     for b in np.unique(rbuf[~big]).tolist():
         sel = np.flatnonzero((rbuf == b) & ~big)
         ends = np.cumsum(size[sel])
         cuts = np.searchsorted(ends, np.arange(PLACE_CHUNK, int(ends[-1]) if ends.size else 0, PLACE_CHUNK), side="right")
-        jobs.extend((buffers[b], part) for part in np.split(sel, cuts) if part.size)
-    for job in jobs:  # (on two threads, slower: np.repeat holds the GIL)
-        place(job)
+        for part in np.split(sel, cuts):
+            if part.size:
+                _place_pixels(out, buffers[b], rstart[part], dstart[part], dwidth[part], r0[part], c0[part], rh[part], rw[part])
+
+
+def _place_pixels(out: np.ndarray, src_buf: np.ndarray, rstart: np.ndarray, dstart: np.ndarray, dwidth: np.ndarray,
+                  r0: np.ndarray, c0: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
+    """:func:`place_regions` for small regions of one buffer, vectorised
+    over their pixels.  Row by row, a pixel's place in the mask is its place
+    in the source plus a constant per region row: no division per pixel."""
+    row_region = np.repeat(np.arange(h.size), h)
+    row_in_region = np.arange(row_region.size, dtype=np.int64) - np.repeat(exclusive_cumsum(h)[:-1], h)
+    src_row = rstart[row_region] + row_in_region * w[row_region]
+    dest_row = dstart[row_region] + (r0[row_region] + row_in_region) * dwidth[row_region] + c0[row_region]
+    row_width = w[row_region]
+    first = exclusive_cumsum(row_width)
+    src = np.arange(int(first[-1]), dtype=np.int64)
+    src += np.repeat(src_row - first[:-1], row_width)
+    hit = np.flatnonzero(src_buf[src])
+    src += np.repeat(dest_row - src_row, row_width)  # now the places in the mask
+    out[src[hit]] = True

@@ -180,8 +180,8 @@ def _check_total(pixels: int, limit: int, what: str) -> None:
 
 
 def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) -> tuple:
-    """Decode the regions of ``t`` codec by codec, each codec's over the
-    whole selection in one :func:`~iidschema.codecs.bulk.decode_flat` call.
+    """Decode the regions of ``t``: one :func:`~iidschema.codecs.bulk.decode_flat`
+    call per codec in each part of about :data:`DECODE_CHUNK` payload bytes.
 
     Returns ``(direct, lazy, places)``: per segment, whether it is one
     region covering its bbox (its mask is that region's output, in place),
@@ -243,8 +243,8 @@ def _decode_disk(t: bulk.SegmentTable, limit: int, buffers: list[np.ndarray]) ->
 def _compose(composed: list, t: bulk.SegmentTable | None, bboxes: np.ndarray, limit: int, buffers: list[np.ndarray],
              buffer_of: np.ndarray, starts: np.ndarray, places: tuple | None) -> None:
     """Masks not in place, in one more buffer: their regions' decoded pixels
-    placed (:func:`iidschema.bulk.place_regions`), or a segment read one by one or added in memory
-    copied in."""
+    placed (:func:`iidschema.bulk.place_regions`), or the mask of a segment
+    read one by one or added in memory copied in."""
     idx = np.array([i for i, _ in composed], dtype=np.int64)
     pix = _pixels(bboxes[idx])
     _check_total(int(pix.sum()), limit, "these masks")
@@ -259,15 +259,15 @@ def _compose(composed: list, t: bulk.SegmentTable | None, bboxes: np.ndarray, li
         assert t is not None and places is not None
         rbuf, rstart, rh, rw = places
         segs = np.array([what for _, what in composed if isinstance(what, int)], dtype=np.int64)
-        # Every region of those segments, as Python rows: its buffer and
-        # start, and where it goes (flat start of the mask, the mask's width,
-        # the region's rows and columns in it).
+        # Every region of those segments (rows ``j`` of the table): its
+        # buffer and start, and where it goes (flat start of the mask, the
+        # mask's width, the region's first row and column in it).
         rows = np.repeat(segs, t.count[segs])
         j = np.arange(rows.size) - np.repeat(exclusive_cumsum(t.count[segs])[:-1], t.count[segs]) + t.first[rows]
         owner = np.repeat(np.flatnonzero(from_table), t.count[segs])
         box = bboxes[idx[owner]]
         bulk.place_regions(out, buffers, rbuf[j], rstart[j], offs[owner], box[:, 3] - box[:, 1],
-               t.rbox[j, 0] - box[:, 0], t.rbox[j, 1] - box[:, 1], rh[j], rw[j], t.count[rows] == 1)
+                           t.rbox[j, 0] - box[:, 0], t.rbox[j, 1] - box[:, 1], rh[j], rw[j], t.count[rows] == 1)
     for (i, what), s, (minr, minc, maxr, maxc) in zip(composed, offs[:-1].tolist(), bboxes[idx].tolist()):
         if not isinstance(what, int):
             out[s : s + (maxr - minr) * (maxc - minc)] = what.mask().reshape(-1)  # type: ignore[attr-defined]
