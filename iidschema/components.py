@@ -45,11 +45,42 @@ class Components:
         self.packed = packed
 
 
+#: Runs handled together: the arrays of one pass take a few hundred bytes
+#: per run (row segments, touching pairs, union-find), so a batch of large
+#: noisy masks (tens of millions of runs) is taken a group of masks at a time.
+MAX_RUNS = 1 << 20
+
+
 def components(first: np.ndarray, last: np.ndarray, offsets: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> Components:
     """The 8-connected components of ``m`` masks given by their True runs:
     run ``j`` of mask ``i`` (``offsets[i] <= j < offsets[i + 1]``, ascending)
     covers the flat positions ``first[j] .. last[j]`` of that
-    ``heights[i] x widths[i]`` mask."""
+    ``heights[i] x widths[i]`` mask.
+
+    Masks are taken in groups of about :data:`MAX_RUNS` runs (a mask with
+    more is a group of its own); components never cross masks, so the
+    groups' results are simply put one after the other."""
+    m = offsets.size - 1
+    heights = np.asarray(heights, dtype=np.int64)
+    widths = np.asarray(widths, dtype=np.int64)
+    if m == 0 or int(offsets[-1]) <= MAX_RUNS:
+        return _components(first, last, offsets, heights, widths)
+    group = offsets[:-1] // MAX_RUNS
+    cuts = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), m]
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        r0, r1 = int(offsets[a]), int(offsets[b])
+        parts.append(_components(first[r0:r1], last[r0:r1], offsets[a : b + 1] - r0, heights[a:b], widths[a:b]))
+    sizes = [int(p.packed.starts[-1]) for p in parts]
+    shift = exclusive_cumsum(np.array(sizes, dtype=np.int64))
+    starts = np.concatenate([p.packed.starts[:-1] + s for p, s in zip(parts, shift[:-1].tolist())] + [shift[-1:]])
+    packed = PackedMasks(np.concatenate([p.packed.packed[: int(p.packed.starts[-1])] for p in parts]), starts,
+                         np.concatenate([p.packed.heights for p in parts]), np.concatenate([p.packed.widths for p in parts]))
+    return Components(np.concatenate([p.counts for p in parts]), np.concatenate([p.boxes for p in parts]), packed)
+
+
+def _components(first: np.ndarray, last: np.ndarray, offsets: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> Components:
+    """:func:`components` of masks holding few enough runs for one pass."""
     m = offsets.size - 1
     heights = np.asarray(heights, dtype=np.int64)
     widths = np.asarray(widths, dtype=np.int64)

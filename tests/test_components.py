@@ -4,6 +4,7 @@ runs, against split_regions (scipy.ndimage.label) mask by mask."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,4 +46,17 @@ def test_components_of_awkward_masks() -> None:
     checker = (np.indices((10, 11)).sum(axis=0) % 2).astype(bool)
     ms += [u, spiral, diagonal, checker, np.ones((1, 300), bool), np.ones((300, 1), bool), np.zeros((0, 4), bool),
            np.zeros((3, 3), bool), np.ones((40, 40), bool)]
+    _check(ms)
+
+
+@pytest.mark.parametrize("max_runs", [1, 7, 50])
+def test_components_in_groups_of_masks(max_runs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks taken a group at a time (as for large batches of noisy masks):
+    the same components, boxes and payloads."""
+    import iidschema.components as comps
+
+    monkeypatch.setattr(comps, "MAX_RUNS", max_runs)
+    rng = np.random.default_rng(9)
+    ms = [rng.random((int(h), int(w))) < 0.4 for h, w in rng.integers(1, 25, (60, 2))]
+    ms += [np.zeros((3, 3), bool), np.zeros((0, 5), bool), np.ones((4, 4), bool)]
     _check(ms)
