@@ -48,7 +48,9 @@ class MaskColumns:
     Columns: ``keys`` (int64, sorted), ``bboxes`` (``(n, 4)`` int64:
     minr, minc, maxr, maxc, max exclusive), ``areas`` (int64, set pixels
     as stored), and the pixel buffers ``buffers`` (1-D ``bool``) with
-    ``buffer_of`` and ``starts`` locating each mask.
+    ``buffer_of`` and ``starts`` locating each mask.  With
+    ``masks(iids=True)``, also ``addresses`` and ``domains`` (lists of
+    ``bytes``, one per mask; otherwise None).
 
     ``columns[i]`` (also negative ``i``) and iteration give the masks as
     ``(h, w)`` views into the buffers: writable, shared with this object,
@@ -56,12 +58,14 @@ class MaskColumns:
     its key.
     """
 
-    __slots__ = ("keys", "bboxes", "areas", "buffers", "buffer_of", "starts")
+    __slots__ = ("keys", "bboxes", "areas", "buffers", "buffer_of", "starts", "addresses", "domains")
 
     def __init__(self, keys: np.ndarray, bboxes: np.ndarray, areas: np.ndarray, buffers: list[np.ndarray],
-                 buffer_of: np.ndarray, starts: np.ndarray):
+                 buffer_of: np.ndarray, starts: np.ndarray, addresses: list[bytes] | None = None,
+                 domains: list[bytes] | None = None):
         self.keys, self.bboxes, self.areas = keys, bboxes, areas
         self.buffers, self.buffer_of, self.starts = buffers, buffer_of, starts
+        self.addresses, self.domains = addresses, domains
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -111,7 +115,7 @@ class MaskColumns:
         return self[self.index(key)]
 
 
-def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None) -> MaskColumns:
+def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None, iids: bool = False) -> MaskColumns:
     """Decode the masks of ``keys`` (sorted, unique, in range) of ``f``.
 
     On-disk entries are parsed with the bulk record walk of
@@ -164,7 +168,27 @@ def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None) ->
     if composed:
         composed.sort(key=lambda item: item[0])
         _compose(composed, table, bboxes, limit, buffers, buffer_of, starts, places)
-    return MaskColumns(keys, bboxes, areas, buffers, buffer_of, starts)
+    addresses, domains = _iids(f, keys, on_disk) if iids else (None, None)
+    return MaskColumns(keys, bboxes, areas, buffers, buffer_of, starts, addresses, domains)
+
+
+def _iids(f: "IIDFile", keys: np.ndarray, on_disk: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+    """The addresses and domains of ``keys``: on-disk records read in bulk
+    (:func:`iidschema.bulk.iid_batch`, every check), no IID object made."""
+    addresses, domains = [b""] * keys.size, [b""] * keys.size
+    disk_idx = np.flatnonzero(on_disk)
+    batch = bulk.iid_batch(f._reader, keys[disk_idx]) if disk_idx.size else None
+    if batch is not None:
+        raw = batch.raw
+        for i, d, dl, al in zip(disk_idx.tolist(), batch.dstart.tolist(), batch.dlen.tolist(), batch.alen.tolist()):
+            domains[i], addresses[i] = raw[d : d + dl], raw[d + dl : d + dl + al]
+    elif disk_idx.size:  # the bulk walk declined: one by one
+        for i, iid in zip(disk_idx.tolist(), f._reader.iids(keys[disk_idx])):
+            domains[i], addresses[i] = iid.domain, iid.address
+    for i in np.flatnonzero(~on_disk).tolist():
+        iid = f._entries[int(keys[i])].iid
+        domains[i], addresses[i] = iid.domain, iid.address
+    return addresses, domains
 
 
 def _pixels(boxes: np.ndarray) -> np.ndarray:

@@ -294,6 +294,7 @@ class IIDFile:
         keys: int | Iterable[int] | None = None,
         groups: str | Iterable[str] | None = None,
         *,
+        iids: bool = False,
         max_pixels: int | None = None,
     ) -> MaskColumns:
         """Every mask of a selection, decoded, as columns (no object per entry).
@@ -306,6 +307,8 @@ class IIDFile:
         than ``fetch()`` + ``mask()`` per entry when the selection is large
         (one decoder call per codec instead of Python objects per entry).
 
+        :param iids: also read the entries' ``addresses`` and ``domains``
+            (lists of bytes on the returned columns).
         :param max_pixels: bound on the pixels decoded (default
             :data:`iidschema.masks.MAX_MASK_PIXELS`), checked before anything
             is allocated (:class:`IIDLimitError` above it).
@@ -314,7 +317,7 @@ class IIDFile:
             selected = self._all_keys()
         else:
             selected = self._select(keys, groups)
-        return read_masks(self, selected, max_pixels=max_pixels)
+        return read_masks(self, selected, max_pixels=max_pixels, iids=iids)
 
     # -- building -----------------------------------------------------------
 

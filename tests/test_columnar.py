@@ -59,11 +59,13 @@ def outcome(data: bytes, what: str) -> tuple:
         f = iidschema.IIDFile(data)
         keys = list(range(len(f)))
         if what == "columns":
-            cols = f.masks()
-            got = [(k, tuple(b), a, np.packbits(m).tobytes(), m.shape) for k, b, a, m in
-                   zip(cols.keys.tolist(), cols.bboxes.tolist(), cols.areas.tolist(), cols)]
+            cols = f.masks(iids=True)
+            got = [(k, tuple(b), a, np.packbits(m).tobytes(), m.shape, ad, dm) for k, b, a, m, ad, dm in
+                   zip(cols.keys.tolist(), cols.bboxes.tolist(), cols.areas.tolist(), cols, cols.addresses, cols.domains)]
         else:
-            got = [(k, tuple(b), a, np.packbits(m).tobytes(), m.shape) for k, b, a, m in one_by_one(f, keys)]
+            iids = [f._reader.iid(k) for k in keys]
+            got = [(k, tuple(b), a, np.packbits(m).tobytes(), m.shape, iid.address, iid.domain)
+                   for (k, b, a, m), iid in zip(one_by_one(f, keys), iids)]
         return ("ok", got)
     except iidschema.IIDError as exc:
         return ("error", type(exc).__name__)
@@ -185,6 +187,21 @@ def test_entries_added_in_bulk_are_included(tmp_path: Path) -> None:
     assert f.masks(groups="bulk").keys.tolist() == list(keys)
     f.save(tmp_path / "g.iid", version=1)
     assert all(np.array_equal(f.masks(keys=keys).mask(k), m) for k, m in zip(keys, masks))
+    f.close()
+
+
+def test_iids_come_along_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "f.iid"
+    path.write_bytes(_workload_file(1, n=60))
+    f = iidschema.open(path)
+    f.add(b"new", None, (0, 0, 1, 1), np.ones((1, 1), bool))
+    plain = f.masks()
+    assert plain.addresses is None and plain.domains is None
+    cols = f.masks(keys=[0, 7, 60], iids=True)
+    entries = f.fetch(keys=[0, 7, 60])
+    assert cols.addresses == [e.iid.address for e in entries]
+    assert cols.domains == [e.iid.domain for e in entries]
+    assert cols.addresses[-1] == b"new" and cols.domains[-1] == b""
     f.close()
 
 
