@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IIDLimitError
 
-__all__ = ["as_bool_mask", "split_regions", "split_regions_many", "sorted_unique", "tight_bbox", "tight_bboxes_of_runs", "single_component_of_runs", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
+__all__ = ["as_bool_mask", "split_regions", "sorted_unique", "tight_bbox", "tight_bboxes_of_runs", "single_component_of_runs", "compose_mask", "check_pixels", "MAX_MASK_PIXELS"]
 
 #: Largest mask (in pixels) decoded or composed without the caller raising
 #: this limit.  A region or segment bbox is only a claim made by the file: a
@@ -74,97 +74,6 @@ def split_regions(mask: np.ndarray, origin: tuple[int, int]) -> list[tuple[BBox,
         rs, cs = slc
         component = labels[slc] == index
         out.append(((r0 + rs.start, c0 + cs.start, r0 + rs.stop, c0 + cs.stop), component))
-    return out
-
-
-#: Width of the canvases :func:`split_regions_many` tiles masks onto, and
-#: the most pixels one canvas holds (its label image is int32: 4 bytes each).
-CANVAS_WIDTH = 1024
-CANVAS_PIXELS = 1 << 20
-
-
-def split_regions_many(masks: list[np.ndarray], origins: list[tuple[int, int]]) -> list[list[tuple[BBox, np.ndarray]]]:
-    """:func:`split_regions` of many masks, with one labelling per canvas.
-
-    ``ndimage.label`` costs tens of microseconds per call whatever the mask,
-    so small masks are tiled onto shared canvases (rows of masks, "shelves",
-    left to right) with a zero gutter of at least one pixel on every side:
-    8-connectivity never crosses a gutter, so each mask's components are
-    exactly its own.  Labels are numbered in raster order of the canvas,
-    which, inside one mask's rectangle, is the mask's raster order: sorting
-    them by mask keeps each mask's components in :func:`split_regions`'s
-    order, with the same bboxes and pixels.  Masks wider than a canvas or
-    too large for one are split one by one.
-    """
-    from scipy import ndimage
-
-    out: list[list[tuple[BBox, np.ndarray]]] = [[] for _ in masks]
-    pending: list[int] = []
-    for i, m in enumerate(masks):
-        h, w = m.shape
-        if h == 0 or w == 0:
-            continue
-        if w + 1 > CANVAS_WIDTH or (h + 1) * CANVAS_WIDTH > CANVAS_PIXELS:
-            out[i] = split_regions(m, origins[i])
-        else:
-            pending.append(i)
-    # Shelf packing, tallest masks first (rows of similar heights waste
-    # little canvas): a mask goes right of the previous one after a 1-pixel
-    # gutter or, when the row is full, onto a new shelf below the row's
-    # tallest mask; a new canvas starts when the next shelf would not fit.
-    pending.sort(key=lambda i: -masks[i].shape[0])
-    max_rows = CANVAS_PIXELS // CANVAS_WIDTH
-    canvas = np.zeros((max_rows, CANVAS_WIDTH), dtype=np.bool_)
-    labels = np.zeros((max_rows, CANVAS_WIDTH), dtype=np.int32)
-    start = 0
-    while start < len(pending):
-        places: list[tuple[int, int, int]] = []  # (mask index, row, col)
-        keys: list[int] = []  # shelf number * width + col: ascending
-        x = y = shelf = shelves = 0
-        end = start
-        while end < len(pending):
-            i = pending[end]
-            h, w = masks[i].shape
-            if x + w + 1 > CANVAS_WIDTH:
-                y += shelf + 1
-                x = shelf = 0
-                shelves += 1
-            if y + h + 1 > max_rows:
-                break
-            places.append((i, y, x))
-            keys.append(shelves * CANVAS_WIDTH + x)
-            x += w + 1
-            shelf = max(shelf, h)
-            end += 1
-        rows = y + shelf + 1
-        view = canvas[:rows]
-        view[...] = False
-        for i, r, c in places:
-            h, w = masks[i].shape
-            view[r : r + h, c : c + w] = masks[i]
-        lab = labels[:rows]
-        ndimage.label(view, structure=_EIGHT, output=lab)
-        slices = ndimage.find_objects(lab)
-        if slices:
-            count = len(slices)
-            tops = np.fromiter((s[0].start for s in slices), dtype=np.int64, count=count)
-            lefts = np.fromiter((s[1].start for s in slices), dtype=np.int64, count=count)
-            bottoms = np.fromiter((s[0].stop for s in slices), dtype=np.int64, count=count)
-            rights = np.fromiter((s[1].stop for s in slices), dtype=np.int64, count=count)
-            # The mask holding each label's first pixel: its shelf (by row),
-            # then the last mask of that shelf starting at or left of it.
-            shelf_tops = np.array(sorted({r for _, r, _ in places}), dtype=np.int64)
-            shelf_of = np.searchsorted(shelf_tops, tops, side="right") - 1
-            whose = np.searchsorted(np.array(keys, dtype=np.int64), shelf_of * CANVAS_WIDTH + lefts, side="right") - 1
-            # Canvas to image coordinates: + origin - place, per mask.
-            shift = np.array([(origins[i][0] - r, origins[i][1] - c) for i, r, c in places], dtype=np.int64)[whose]
-            boxes = np.stack([tops, lefts, bottoms, rights], axis=1)
-            boxes += shift[:, [0, 1, 0, 1]]
-            owners = np.array([i for i, _, _ in places], dtype=np.int64)[whose].tolist()
-            comps = [lab[slc] == label for label, slc in enumerate(slices, start=1)]
-            for i, box, comp in zip(owners, map(tuple, boxes.tolist()), comps):
-                out[i].append((box, comp))
-        start = end
     return out
 
 

@@ -309,24 +309,6 @@ def test_v0_batched_components_write_the_same_bytes(f: IIDFile, parallel_min: in
     assert batched == one_by_one
 
 
-def test_split_regions_many_equals_split_regions(monkeypatch: pytest.MonkeyPatch) -> None:
-    from iidschema import masks as masks_mod
-    from iidschema.masks import split_regions, split_regions_many
-
-    rng = np.random.default_rng(6)
-    ms = [rng.random((int(h), int(w))) < rng.choice([0.05, 0.3, 0.6]) for h, w in rng.integers(0, 50, (400, 2))]
-    ms += [np.ones((5, 2000), bool), np.ones((3000, 3), bool), np.zeros((0, 5), bool), np.zeros((4, 4), bool)]
-    origins = [(int(r), int(c)) for r, c in rng.integers(0, 5000, (len(ms), 2))]
-    for width, pixels in ((masks_mod.CANVAS_WIDTH, masks_mod.CANVAS_PIXELS), (64, 64 * 64)):  # many canvases too
-        monkeypatch.setattr(masks_mod, "CANVAS_WIDTH", width)
-        monkeypatch.setattr(masks_mod, "CANVAS_PIXELS", pixels)
-        got = split_regions_many(ms, origins)
-        for m, origin, parts in zip(ms, origins, got):
-            want = split_regions(m, origin)
-            assert [b for b, _ in parts] == [b for b, _ in want]
-            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(parts, want))
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ms=st.lists(masks(max_side=12), max_size=10))
 def test_single_component_test_is_never_wrong(ms: list[np.ndarray]) -> None:

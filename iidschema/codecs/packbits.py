@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import IIDCodecError
-from .base import MaskCodec, as_mask, check_shape, packed_size
+from .base import MaskCodec, as_mask, check_shape
 
 __all__ = ["PackBitsCodec", "PackedMasks", "pack", "unpack", "pack_masks", "unpack_many"]
 
