@@ -313,9 +313,19 @@ _SPLIT_PIXELS = 1 << 20
 #: with the segment-by-segment path, which must give the same bytes).
 _BULK = True
 
-#: Segments encoded together by the bulk path of :func:`write_v1` (bounds
-#: the memory of the packed streams, runs and payloads held at once).
+#: Segments encoded together by the bulk paths of :func:`write_v0` and
+#: :func:`write_v1`: at most this many, holding at most
+#: :data:`_BULK_PIXELS` bbox pixels (both bound the memory of the packed
+#: streams, runs and payloads held at once).
 _BULK_BATCH = 1 << 16
+
+#: Bbox pixels of one batch.  A noisy mask has up to one run per pixel, and
+#: the encoders hold a few int64 arrays per run of a batch (runs, True runs,
+#: components): about 50 bytes per pixel at worst, so 1 GB for 2**24 pixels.
+#: Typical segments (hundreds to thousands of pixels, a few runs per row)
+#: fill batches of tens of thousands; a single larger segment is a batch of
+#: its own.
+_BULK_PIXELS = 1 << 24
 
 
 class _SegmentEncoder:
@@ -703,20 +713,43 @@ def _bulk_seg_records(keys: np.ndarray, boxes: np.ndarray, ids: np.ndarray, payl
 
 
 def _batches(records: Iterable[Record | AddedColumns]) -> Iterator[list[Record] | AddedColumns]:
-    """``records`` in batches of at most :data:`_BULK_BATCH`: runs of
+    """``records`` in batches of at most :data:`_BULK_BATCH` segments and
+    :data:`_BULK_PIXELS` bbox pixels (a larger segment alone): runs of
     ``(IID, Segment)`` pairs as lists, entries added by
     :meth:`IIDFile.add_many` as slices of their columns."""
     for is_cols, run in itertools.groupby(records, key=lambda r: type(r) is AddedColumns):
         if is_cols:
             for cols in run:
-                for lo in range(0, len(cols), _BULK_BATCH):
-                    yield cols[lo : lo + _BULK_BATCH] if lo or len(cols) > _BULK_BATCH else cols
+                cuts = _cuts(cols.packed.pixels)
+                if len(cuts) == 2:
+                    yield cols
+                else:
+                    for lo, hi in zip(cuts, cuts[1:]):
+                        yield cols[lo:hi]
         else:
             while True:
                 batch = list(itertools.islice(run, _BULK_BATCH))
                 if not batch:
                     break
-                yield batch
+                boxes = np.fromiter(itertools.chain.from_iterable([seg.bbox for _, seg in batch]), np.int64, 4 * len(batch))
+                boxes = boxes.reshape(-1, 4)
+                cuts = _cuts((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+                for lo, hi in zip(cuts, cuts[1:]):
+                    yield batch if hi - lo == len(batch) else batch[lo:hi]
+
+
+def _cuts(pixels: np.ndarray) -> list[int]:
+    """Batch bounds ``0 = c0 < c1 < ... = n`` for segments of ``pixels``
+    bbox pixels each, as :func:`_batches` cuts a run of them."""
+    n = pixels.size
+    cuts = [0]
+    total = exclusive_cumsum(pixels)
+    while cuts[-1] < n:
+        lo = cuts[-1]
+        # The last segment that still fits the pixel budget (at least one).
+        hi = int(np.searchsorted(total, total[lo] + _BULK_PIXELS, side="right")) - 1
+        cuts.append(min(max(hi, lo + 1), lo + _BULK_BATCH, n))
+    return cuts
 
 
 def _digest(*record_lists: list[bytes]) -> list[tuple[np.ndarray, np.ndarray, bytes]]:

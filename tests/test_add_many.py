@@ -99,6 +99,36 @@ def test_same_bytes_on_every_writer_path(monkeypatch: pytest.MonkeyPatch, versio
     assert serialise(_by_add_many(items), version) == want
 
 
+@pytest.mark.parametrize("version", [0, 1])
+def test_batches_bounded_by_pixels(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    # A pixel budget smaller than some single masks: every batch holds at
+    # most the budget, or one larger segment alone; the bytes do not change.
+    items = _items(3, 120)
+    want = serialise(_by_add(items), version)
+    budget = 900
+    monkeypatch.setattr(writer, "_BULK_PIXELS", budget)
+    seen: list[list[int]] = []
+    real = writer._batches
+
+    def spy(records):
+        for batch in real(records):
+            if type(batch) is writer.AddedColumns:
+                seen.append(batch.packed.pixels.tolist())
+            else:
+                seen.append([(s.bbox[2] - s.bbox[0]) * (s.bbox[3] - s.bbox[1]) for _, s in batch])
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches", spy)
+    for build in (_by_add_many, _by_add):
+        seen.clear()
+        assert serialise(build(items), version) == want
+        assert sum(map(len, seen)) == len(items)
+        assert len(seen) > 3
+        assert all(sum(b) <= budget or len(b) == 1 for b in seen)
+        # Greedy: a batch ends only where the next segment would not fit.
+        assert all(sum(b) + nxt[0] > budget for b, nxt in zip(seen, seen[1:]))
+
+
 def test_entries_read_like_added_ones(tmp_path) -> None:
     items = _items(2, 60)
     a, b = _by_add(items), _by_add_many(items)
