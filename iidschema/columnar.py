@@ -31,6 +31,7 @@ from .errors import IIDCodecError, IIDLimitError
 from .masks import exclusive_cumsum
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .adding import AddedColumns
     from .iidfile import IIDFile
 
 __all__ = ["MaskColumns", "read_masks"]
@@ -122,7 +123,9 @@ def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None, ii
     :mod:`iidschema.bulk` (every check of the one-record parser, a bad record
     reported as precisely) and decoded one codec at a time over the whole
     selection (see :func:`_decode_disk` for the few read one by one);
-    entries added in memory are copied in.  ``max_pixels``
+    entries added by ``add_many()`` are unpacked from their packed stream
+    in one call per ``add_many()``, and those added by ``add()`` copied in.
+    ``max_pixels``
     (default :data:`iidschema.masks.MAX_MASK_PIXELS`) bounds everything
     decoded, checked before anything is allocated: a small file whose
     bboxes claim gigapixels is refused with :class:`IIDLimitError`, never
@@ -160,8 +163,13 @@ def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None, ii
         for i, seg in zip(one_by_one.tolist(), f._reader.segments(keys[one_by_one])):
             bboxes[i], areas[i] = seg.bbox, seg.area
             composed.append((i, seg))
-    for i in np.flatnonzero(~on_disk).tolist():
-        seg = f._entries[int(keys[i])].seg
+    added = ~on_disk
+    for cols, idx, rows in _by_columns(f, keys, np.flatnonzero(added)):
+        bboxes[idx], areas[idx] = cols.bboxes[rows], cols.areas[rows]
+        _unpack_added(cols, rows, idx, limit, buffers, buffer_of, starts)
+        added[idx] = False
+    for i in np.flatnonzero(added).tolist():  # entries made by add()
+        seg = f._entry(int(keys[i])).seg
         bboxes[i], areas[i] = seg.bbox, seg.area
         composed.append((i, seg))
 
@@ -185,10 +193,42 @@ def _iids(f: "IIDFile", keys: np.ndarray, on_disk: np.ndarray) -> tuple[list[byt
     elif disk_idx.size:  # the bulk walk declined: one by one
         for i, iid in zip(disk_idx.tolist(), f._reader.iids(keys[disk_idx])):
             domains[i], addresses[i] = iid.domain, iid.address
-    for i in np.flatnonzero(~on_disk).tolist():
-        iid = f._entries[int(keys[i])].iid
+    added = ~on_disk
+    for cols, idx, rows in _by_columns(f, keys, np.flatnonzero(added)):
+        for i, j in zip(idx.tolist(), rows.tolist()):
+            domains[i], addresses[i] = cols.domains[j], cols.addresses[j]
+        added[idx] = False
+    for i in np.flatnonzero(added).tolist():  # entries made by add()
+        iid = f._entry(int(keys[i])).iid
         domains[i], addresses[i] = iid.domain, iid.address
     return addresses, domains
+
+
+def _by_columns(f: "IIDFile", keys: np.ndarray, added: np.ndarray) -> Iterator[tuple]:
+    """For each ``add_many()`` call's columns holding some of ``keys[added]``
+    (sorted): ``(columns, indexes into keys, rows of the columns)``."""
+    wanted = keys[added]
+    for cols in f._added:
+        lo, hi = np.searchsorted(wanted, [cols.first_key, cols.first_key + len(cols)]).tolist()
+        if hi > lo:
+            yield cols, added[lo:hi], wanted[lo:hi] - cols.first_key
+
+
+def _unpack_added(cols: "AddedColumns", rows: np.ndarray, idx: np.ndarray, limit: int, buffers: list[np.ndarray],
+                  buffer_of: np.ndarray, starts: np.ndarray) -> None:
+    """The masks ``rows`` of ``cols`` (selection indexes ``idx``) from its
+    packed stream, whose masks are exactly packbits payloads: one
+    :func:`~iidschema.codecs.bulk.decode_flat` call."""
+    from .codecs.bulk import decode_flat
+
+    pm = cols.packed
+    _check_total(int(pm.pixels[rows].sum()), limit, "these masks")
+    offsets = pm.starts[rows]
+    bits, where = decode_flat(get_codec(0), pm.packed, offsets, pm.starts[rows + 1] - offsets, pm.heights[rows],
+                              pm.widths[rows], tight=True)
+    buffer_of[idx] = len(buffers)
+    starts[idx] = where
+    buffers.append(bits)
 
 
 def _pixels(boxes: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ keeps every entry; files are opened read-only and can be closed.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import os
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import bulk, schema
+from .adding import AddedColumns
 from .columnar import MaskColumns, read_masks
 from .errors import IIDLimitError
 from .groups import Groups, Metadata
@@ -96,6 +98,11 @@ class IIDFile:
                 self.fpath = os.fspath(fpath)  # remote files are not a default save target
         self._disk_count = self._reader.count if self._reader else 0
         self._entries: dict[int, Entry] = {}
+        # Entries made by add_many(), kept as their columns until one is asked
+        # for (an Entry each would cost more than the rest of add_many):
+        # ascending, disjoint key ranges, with their first keys for bisect.
+        self._added: list[AddedColumns] = []
+        self._added_firsts: list[int] = []
         self._count = self._disk_count
         self._loaded_segs: set[int] = set()
         self.version: int = self._reader.version if self._reader else DEFAULT_VERSION
@@ -158,8 +165,34 @@ class IIDFile:
     def _entry(self, key: int) -> Entry:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = Entry(key, loader=self)
+            entry = self._entries[key] = self._new_entry(key)
         return entry
+
+    def _new_entry(self, key: int) -> Entry:
+        """A new entry object for ``key``: from the columns of add_many()
+        when it was added there, else to be read from the file."""
+        found = self._columns_of(key)
+        if found is None:
+            return Entry(key, None, None, self)
+        cols, i = found
+        return Entry(key, None, None, self, cols, i)
+
+    def _columns_of(self, key: int) -> tuple[AddedColumns, int] | None:
+        """The add_many() columns holding ``key`` and its index there, or None."""
+        at = bisect.bisect_right(self._added_firsts, key) - 1
+        if at >= 0:
+            cols = self._added[at]
+            i = key - cols.first_key
+            if i < len(cols):
+                return cols, i
+        return None
+
+    def _loaded_keys(self) -> np.ndarray:
+        """Keys whose segment is in memory (read, or added), ascending."""
+        keys = [k for k in self._entries if self._entries[k].seg_loaded]
+        parts = [np.asarray(keys, dtype=np.int64)]
+        parts += [np.arange(c.first_key, c.first_key + len(c), dtype=np.int64) for c in self._added]
+        return sorted_unique(np.concatenate(parts))
 
     def _read_iid(self, key: int) -> IID:
         assert self._reader is not None
@@ -171,7 +204,9 @@ class IIDFile:
 
     def _is_seg_loaded(self, key: int) -> bool:
         entry = self._entries.get(key)
-        return entry is not None and entry.seg_loaded
+        if entry is None:
+            return self._columns_of(key) is not None
+        return entry.seg_loaded
 
     def _all_keys(self) -> np.ndarray:
         return np.arange(self._count, dtype=np.int64)
@@ -200,9 +235,16 @@ class IIDFile:
         on_disk = keys < self._disk_count
         if on_disk.any() and self._reader is not None:
             boxes[on_disk], areas[on_disk] = self._reader.heads(keys[on_disk])
-        for i in np.flatnonzero(~on_disk):
-            seg = self._entries[int(keys[i])].seg
-            boxes[i], areas[i] = seg.bbox, seg.area
+        for i in np.flatnonzero(~on_disk).tolist():
+            key = int(keys[i])
+            entry = self._entries.get(key)
+            found = self._columns_of(key) if entry is None or entry._seg is None else None
+            if found is not None:  # (no Segment, no mask for a bbox)
+                cols, j = found
+                boxes[i], areas[i] = cols.bboxes[j], cols.areas[j]
+            else:
+                seg = self._entry(key).seg
+                boxes[i], areas[i] = seg.bbox, seg.area
         return boxes, areas
 
     def _entries_of(self, keys: np.ndarray, iids: bool = False, segs: bool = False) -> list[Entry]:
@@ -215,7 +257,11 @@ class IIDFile:
             ents = self._entries
             missing = [k for k in klist if k not in ents] if ents else klist
             if missing:
-                ents.update(zip(missing, [Entry(k, None, None, self) for k in missing]))
+                if self._added and max(missing) >= self._added_firsts[0]:
+                    made = list(map(self._new_entry, missing))
+                else:
+                    made = [Entry(k, None, None, self) for k in missing]
+                ents.update(zip(missing, made))
             entries = list(map(ents.__getitem__, klist))
             if self._reader is not None:
                 if iids:
@@ -395,7 +441,8 @@ class IIDFile:
         The same as calling :meth:`add` for each item in order (the saved
         file is byte for byte the same), about 10 times faster: the
         arguments are checked in bulk and the masks packed into one bit
-        stream; each entry's IID and segment are made on first access.
+        stream; the entries, with their IIDs and segments, are made on
+        first access.
 
         :param addresses: one address (bytes) per entry.
         :param domains: one domain (bytes, ``None`` for ``b""``) for every
@@ -412,16 +459,16 @@ class IIDFile:
         added: the first bad item raises ``add()``'s error with its index
         (``"add_many item 3: ..."``), and the file is left unchanged.
         """
-        from itertools import repeat
-
         from .adding import prepare
 
         first = self._count
         with _gc_paused():  # (the collector would rescan every live entry and mask meanwhile)
             cols, group_keys = prepare(first, addresses, domains, bboxes, masks, groups, MAX_COORD, _check_one)
-            n = len(cols)
-            keys = range(first, first + n)
-            self._entries.update(zip(keys, map(Entry, keys, repeat(None), repeat(None), repeat(self), repeat(cols), range(n))))
+        n = len(cols)
+        keys = range(first, first + n)
+        if n:
+            self._added.append(cols)
+            self._added_firsts.append(first)
         self._count += n
         for name, members in group_keys.items():
             self.groups.add(name, members)
@@ -508,7 +555,7 @@ class IIDFile:
         """
         if only_loaded:
             disk = np.zeros(0, np.int64)
-            keys = np.array(sorted(k for k in self._entries if self._is_seg_loaded(k)), dtype=np.int64)
+            keys = self._loaded_keys()
         else:
             disk = self._reader.candidates(box) if self._reader is not None else np.zeros(0, np.int64)
             keys = np.arange(self._disk_count, self._count, dtype=np.int64)
@@ -542,7 +589,7 @@ class IIDFile:
         if everything:
             keys = self._all_keys()
         else:
-            keys = np.array(sorted(k for k in self._entries if self._is_seg_loaded(k)), dtype=np.int64)
+            keys = self._loaded_keys()
         nodes = self._entries_of(keys, iids=everything, segs=True)
         boxes, _ = self._heads(keys)
         edges = []
@@ -561,17 +608,16 @@ class IIDFile:
         """Every entry, loaded or not; unloaded ones are read without decoding
         masks.  Entries made by :meth:`add_many` come as the columns they
         share (an :class:`~iidschema.adding.AddedColumns`; the writers take both)."""
-        from .adding import AddedColumns
-
         key, count, entries = 0, self._count, self._entries
+        added = iter(self._added)
+        cols = next(added, None)
         while key < count:
-            entry = entries.get(key)
-            if entry is not None and type(entry._sb) is AddedColumns:
-                cols = entry._sb
-                part = cols[entry._si :] if entry._si else cols
-                yield part
-                key += len(part)
+            if cols is not None and key >= cols.first_key:
+                yield cols  # (add_many() entries follow every key before them)
+                key = cols.first_key + len(cols)
+                cols = next(added, None)
                 continue
+            entry = entries.get(key)
             iid = entry.iid if entry is not None and entry.iid_loaded else self._read_iid(key)
             seg = entry.seg if entry is not None and entry.seg_loaded else self._read_segment(key)
             yield iid, seg

@@ -150,6 +150,57 @@ def test_entries_read_like_added_ones(tmp_path) -> None:
         assert [e.iid.address for e in g.fetch(everything=True)] == [x[0] for x in items]
 
 
+def _answers(f: IIDFile, items: list) -> dict:
+    """Every query's answer on ``f``, as keys and plain values; points and
+    boxes are taken inside some of ``items``' bboxes."""
+    keys = lambda entries: [e.key for e in entries]  # noqa: E731
+    boxes = [item[2] for item in items]
+    points = [((b[1] + b[3]) // 2, (b[0] + b[2]) // 2) for b in boxes[1::7]]
+    regions = [(b[0] - 5, b[1] - 5, b[2] + 5, b[3] + 5) for b in boxes[::11]]
+    nodes, edges = f.overlap_graph()
+    cols = f.masks(iids=True)
+    some = f.masks(keys=[len(f) - 1, 3, 40, 41])
+    return {
+        "iter": [(e.key, e.iid.address, e.iid.domain, e.seg.bbox, e.seg.area) for e in f],
+        "at": [keys(f.at(x, y)) for x, y in points],
+        "at_loaded": [keys(f.at(x, y, only_loaded=True)) for x, y in points],
+        "region": [keys(f.region(box)) for box in regions],
+        "region_loaded": [keys(f.region(box, only_loaded=True)) for box in regions],
+        "filter": keys(f.filter(area=(10, 200))),
+        "look_for": keys(f.look_for([items[7][0], items[55][0], b"nope"])),
+        "groups": {name: f.groups.keys(name).tolist() for name in f.groups},
+        "graph": (keys(nodes), [(a.key, b.key, p) for a, b, p in edges]),
+        "fetch": keys(f.fetch(keys=[2, 50, 3])),
+        "masks": (cols.keys.tolist(), cols.bboxes.tolist(), cols.areas.tolist(), [m.tolist() for m in cols],
+                  cols.addresses, cols.domains),
+        "some": [m.tolist() for m in some],
+    }
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_queries_on_mixed_entries_as_on_an_add_loop(tmp_path, reopen: bool) -> None:
+    # Entries of add() and of two add_many() calls, the latter made only when
+    # asked for: every query answers as on a file built by add() alone.
+    items = _items(5, 90)
+    # Entries overlapping others (each shifted by a pixel), for the graph.
+    items += [(b"dup%d" % i, d, (b[0] + 1, b[1] + 1, b[2] + 1, b[3] + 1), m, g) for i, (_, d, b, m, g) in enumerate(items[::9])]
+    want = _answers(_by_add(items), items)
+    assert all(want[k] for k in ("at", "region", "filter", "look_for"))
+    assert any(want["at"]) and any(want["region"]) and want["graph"][1]
+    f = _by_add(items[:20])
+    _by_add_many(items[20:50], f)
+    _by_add(items[50:60], f)
+    _by_add_many(items[60:], f)
+    assert len(f._entries) == 30  # those of add(); the others are columns until asked for
+    assert f.masks().keys.size == len(items) and len(f._entries) == 30  # masks() makes no entry
+    if reopen:
+        f.save(tmp_path / "m.iid", version=1)
+    assert _answers(f, items) == want
+    f[25].seg.mask()  # a made entry and the columns it came from agree
+    assert _answers(f, items) == want
+    assert serialise(f, 1) == serialise(_by_add(items), 1)
+
+
 def test_add_many_to_a_file_read_from_disk(tmp_path) -> None:
     items = _items(3, 80)
     path = tmp_path / "a.iid"
