@@ -164,7 +164,7 @@ def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None, ii
             bboxes[i], areas[i] = seg.bbox, seg.area
             composed.append((i, seg))
     added = ~on_disk
-    for cols, idx, rows in _by_columns(f, keys, np.flatnonzero(added)):
+    for cols, idx, rows in _added_rows(f, keys, added):
         bboxes[idx], areas[idx] = cols.bboxes[rows], cols.areas[rows]
         _unpack_added(cols, rows, idx, limit, buffers, buffer_of, starts)
         added[idx] = False
@@ -194,7 +194,7 @@ def _iids(f: "IIDFile", keys: np.ndarray, on_disk: np.ndarray) -> tuple[list[byt
         for i, iid in zip(disk_idx.tolist(), f._reader.iids(keys[disk_idx])):
             domains[i], addresses[i] = iid.domain, iid.address
     added = ~on_disk
-    for cols, idx, rows in _by_columns(f, keys, np.flatnonzero(added)):
+    for cols, idx, rows in _added_rows(f, keys, added):
         for i, j in zip(idx.tolist(), rows.tolist()):
             domains[i], addresses[i] = cols.domains[j], cols.addresses[j]
         added[idx] = False
@@ -204,14 +204,11 @@ def _iids(f: "IIDFile", keys: np.ndarray, on_disk: np.ndarray) -> tuple[list[byt
     return addresses, domains
 
 
-def _by_columns(f: "IIDFile", keys: np.ndarray, added: np.ndarray) -> Iterator[tuple]:
-    """For each ``add_many()`` call's columns holding some of ``keys[added]``
-    (sorted): ``(columns, indexes into keys, rows of the columns)``."""
-    wanted = keys[added]
-    for cols in f._added:
-        lo, hi = np.searchsorted(wanted, [cols.first_key, cols.first_key + len(cols)]).tolist()
-        if hi > lo:
-            yield cols, added[lo:hi], wanted[lo:hi] - cols.first_key
+def _added_rows(f: "IIDFile", keys: np.ndarray, added: np.ndarray) -> Iterator[tuple]:
+    """:meth:`IIDFile._added_rows` of ``keys[added]``, indexes into ``keys``."""
+    where = np.flatnonzero(added)
+    for cols, idx, rows in f._added_rows(keys[where]):
+        yield cols, where[idx], rows
 
 
 def _unpack_added(cols: "AddedColumns", rows: np.ndarray, idx: np.ndarray, limit: int, buffers: list[np.ndarray],

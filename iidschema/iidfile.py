@@ -187,9 +187,26 @@ class IIDFile:
                 return cols, i
         return None
 
+    def _added_rows(self, keys: np.ndarray) -> Iterator[tuple[AddedColumns, np.ndarray, np.ndarray]]:
+        """For each add_many() call holding some of ``keys`` (any order):
+        ``(its columns, indexes into keys, their rows in the columns)``."""
+        if not self._added or not keys.size:
+            return
+        firsts = np.asarray(self._added_firsts, dtype=np.int64)
+        lengths = np.fromiter(map(len, self._added), np.int64, len(self._added))
+        at = np.searchsorted(firsts, keys, side="right") - 1
+        safe = np.maximum(at, 0)
+        rows = keys - firsts[safe]
+        held = np.flatnonzero((at >= 0) & (rows < lengths[safe]))
+        if not held.size:
+            return
+        held = held[np.argsort(at[held], kind="stable")]
+        for part in np.split(held, np.flatnonzero(np.diff(at[held])) + 1):
+            yield self._added[int(at[part[0]])], part, rows[part]
+
     def _loaded_keys(self) -> np.ndarray:
         """Keys whose segment is in memory (read, or added), ascending."""
-        keys = [k for k in self._entries if self._entries[k].seg_loaded]
+        keys = [k for k, e in self._entries.items() if e.seg_loaded]
         parts = [np.asarray(keys, dtype=np.int64)]
         parts += [np.arange(c.first_key, c.first_key + len(c), dtype=np.int64) for c in self._added]
         return sorted_unique(np.concatenate(parts))
@@ -235,16 +252,14 @@ class IIDFile:
         on_disk = keys < self._disk_count
         if on_disk.any() and self._reader is not None:
             boxes[on_disk], areas[on_disk] = self._reader.heads(keys[on_disk])
-        for i in np.flatnonzero(~on_disk).tolist():
-            key = int(keys[i])
-            entry = self._entries.get(key)
-            found = self._columns_of(key) if entry is None or entry._seg is None else None
-            if found is not None:  # (no Segment, no mask for a bbox)
-                cols, j = found
-                boxes[i], areas[i] = cols.bboxes[j], cols.areas[j]
-            else:
-                seg = self._entry(key).seg
-                boxes[i], areas[i] = seg.bbox, seg.area
+        added = ~on_disk
+        where = np.flatnonzero(added)
+        for cols, idx, rows in self._added_rows(keys[where]):  # (no Segment, no mask for a bbox)
+            boxes[where[idx]], areas[where[idx]] = cols.bboxes[rows], cols.areas[rows]
+            added[where[idx]] = False
+        for i in np.flatnonzero(added).tolist():  # entries made by add()
+            seg = self._entries[int(keys[i])].seg
+            boxes[i], areas[i] = seg.bbox, seg.area
         return boxes, areas
 
     def _entries_of(self, keys: np.ndarray, iids: bool = False, segs: bool = False) -> list[Entry]:
@@ -629,13 +644,15 @@ class IIDFile:
         writer can look ahead, and for entries made by :meth:`add` their own
         IIDs and segments without a property call per entry."""
         entries = self._entries
-        if self._reader is None and len(entries) == self._count:
-            if not self._count or (entries[0]._iid is not None and entries[self._count - 1]._iid is not None):
-                records = [(entries[key]._iid, entries[key]._seg) for key in range(self._count)]
-                if all(iid is not None and seg is not None for iid, seg in records):
-                    return records  # type: ignore[return-value]
-            return list(self._records())
-        return self._records()
+        if self._reader is not None:
+            return self._records()
+        if len(entries) == self._count and (
+            not self._count or (entries[0]._iid is not None and entries[self._count - 1]._iid is not None)
+        ):
+            records = [(entries[key]._iid, entries[key]._seg) for key in range(self._count)]
+            if all(iid is not None and seg is not None for iid, seg in records):
+                return records  # type: ignore[return-value]
+        return list(self._records())  # (add_many() columns, or entries made from them)
 
     def save(self, fpath: str | os.PathLike[str] | None = None, version: int | None = None, codec: Any = "auto") -> None:
         """Write the file atomically (temporary file + rename).

@@ -201,6 +201,21 @@ def test_queries_on_mixed_entries_as_on_an_add_loop(tmp_path, reopen: bool) -> N
     assert serialise(f, 1) == serialise(_by_add(items), 1)
 
 
+def test_added_rows_finds_each_key_in_its_columns() -> None:
+    items = _items(6, 40)
+    f = _by_add(items[:5])
+    _by_add_many(items[5:15], f)
+    _by_add(items[15:20], f)
+    _by_add_many(items[20:], f)
+    keys = np.random.default_rng(0).permutation(len(items))
+    seen = np.zeros(len(items), dtype=np.int64)
+    for cols, idx, rows in f._added_rows(keys):
+        assert (cols.first_key + rows == keys[idx]).all()
+        seen[keys[idx]] += 1
+    assert seen.tolist() == [0] * 5 + [1] * 10 + [0] * 5 + [1] * (len(items) - 20)
+    assert list(f._added_rows(np.array([0, 17], dtype=np.int64))) == []
+
+
 def test_add_many_to_a_file_read_from_disk(tmp_path) -> None:
     items = _items(3, 80)
     path = tmp_path / "a.iid"
