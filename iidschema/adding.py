@@ -5,8 +5,9 @@ arguments, copying the mask, making an entry, an IID and a segment.
 ``add_many`` checks all its arguments with a few array operations, packs every
 mask into one bit stream with one ``np.packbits`` per chunk (which is also
 its copy of the pixels), counts the areas on that stream, and keeps the
-entries' data as columns (:class:`AddedColumns`).  Each entry is one small
-object; its IID and segment are made from the columns on first access, and
+entries' data as columns (:class:`AddedColumns`, in ``IIDFile._added``).  An
+entry object, and its IID and segment, are made from the columns only when
+asked for; ``masks()`` unpacks the columns' stream in one call, and
 ``save()`` hands the columns to the writers, which encode straight from the
 packed stream.  The file written is byte for byte the one an ``add()`` loop
 writes (``tests/test_add_many.py``).
