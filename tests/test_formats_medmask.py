@@ -119,6 +119,42 @@ def test_maskarchive_one_volume_per_entry(tmp_path):
         assert np.array_equal(seg.data[0], full(e, (9, 10)))
 
 
+@pytest.mark.parametrize("layout", ["layers", "entry"])
+def test_archive_volumes_are_made_one_at_a_time(tmp_path, monkeypatch, layout):
+    # Each volume is a whole-image array: at most one is alive while the
+    # archive is written (a 100 000-entry file's layers took 6.5 GB at once).
+    import gc
+    import weakref
+
+    alive: list = []
+    real = MaskArchive.add_segmask
+
+    def add(self, segmask, name):
+        gc.collect()
+        alive.append(sum(1 for r in made if r() is not None))
+        return real(self, segmask, name)
+
+    made: list = []
+    real_zeros = np.zeros
+
+    class Volume(np.ndarray):  # a weakref-able marker for whole-image arrays
+        pass
+
+    def zeros(shape, dtype=float, **kw):
+        out = real_zeros(shape, dtype=dtype, **kw)
+        if tuple(np.atleast_1d(shape)) == (480, 640):
+            out = out.view(Volume)
+            made.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(MaskArchive, "add_segmask", add)
+    monkeypatch.setattr(np, "zeros", zeros)
+    write(build_sample(), tmp_path / "d.mska", layout=layout)
+    monkeypatch.undo()
+    assert len(alive) >= 2 and max(alive) == 1
+    assert MaskArchive(str(tmp_path / "d.mska"), mode="r").all_names()
+
+
 def test_long_names_do_not_corrupt_the_archive_index(tmp_path):
     f = iidschema.IIDFile()
     for i in range(4):

@@ -39,10 +39,11 @@ masks before adding the first one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -274,6 +275,14 @@ def _layers(entries: list[Any], shape: tuple[int, int]) -> list[list[int]]:
     return layers
 
 
+def _entry_volume(entry: Any, shape: tuple[int, int]) -> np.ndarray:
+    """One entry's mask on a whole-image canvas."""
+    vol = np.zeros(shape, dtype=bool)
+    minr, minc, maxr, maxc = entry.seg.bbox
+    vol[minr:maxr, minc:maxc] = entry.seg.mask()
+    return vol
+
+
 def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "zstd", sidecar: bool = True) -> None:
     from medmask import MaskArchive, SegmentationMask
 
@@ -284,26 +293,27 @@ def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "z
     space = _space(shape)
     labels = [e.key + 1 for e in entries]
     names = _names(entries)
-    volumes: list[tuple[str, np.ndarray, dict[str, int]]] = []
+    # Each volume is a whole-image array (a label map of up to 4 bytes per
+    # pixel): they are made one at a time while the archive is written, so
+    # that memory holds one, not all of them.
+    plan: list[tuple[str, dict[str, int], Callable[[], np.ndarray]]] = []
     vol_of: dict[int, str] = {}
     if layout == "entry":
         for i, e in enumerate(entries):
-            vol = np.zeros(shape, dtype=bool)
-            minr, minc, maxr, maxc = e.seg.bbox
-            vol[minr:maxr, minc:maxc] = e.seg.mask()
             name = f"entry_{e.key:06d}"
-            volumes.append((name, vol, {names[i]: 1}))
+            plan.append((name, {names[i]: 1}, functools.partial(_entry_volume, e, shape)))
             vol_of[i] = name
         labels = [1] * len(entries)
         if not entries:  # medmask cannot write an archive without a mask
-            volumes.append(("empty", np.zeros(shape, dtype=bool), {}))
+            plan.append(("empty", {}, functools.partial(np.zeros, shape, dtype=bool)))
     elif layout == "layers":
         dtype = _dtype(max(labels, default=0))
         for n, members in enumerate(_layers(entries, shape) if entries else [[]]):
             sub = [entries[i] for i in members]
-            vol = c.label_map(f, sub, [labels[i] for i in members], shape, "error", dtype, what="medmask archive layer")
             name = f"layer_{n:03d}"
-            volumes.append((name, vol, {names[i]: labels[i] for i in members}))
+            paint = functools.partial(c.label_map, f, sub, [labels[i] for i in members], shape, "error", dtype,
+                                      what="medmask archive layer")
+            plan.append((name, {names[i]: labels[i] for i in members}, paint))
             for i in members:
                 vol_of[i] = name
     else:
@@ -313,10 +323,12 @@ def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "z
         archive = MaskArchive(tmp, mode="w", space=space, codec=codec)
         # Size the JSON index for every mask up front (medmask keeps 200 spare
         # bytes only, and a larger entry would overwrite the first data blob).
-        index = [{"name": n, "offset": 2**63, "length": 2**63, "mapping": m} for n, _, m in volumes]
+        index = [{"name": n, "offset": 2**63, "length": 2**63, "mapping": m} for n, m, _ in plan]
         archive.MAX_INDEX_LENGTH = max(MaskArchive.MAX_INDEX_LENGTH, len(json.dumps(index).encode("utf-8")) + 1024)
-        for name, vol, mapping in volumes:
+        for name, mapping, make in plan:
+            vol = make()
             archive.add_segmask(SegmentationMask(vol[None], dict(mapping), space=space), name)
+            del vol
 
     _atomic(path, write)
     if sidecar:
