@@ -131,6 +131,49 @@ def test_rle_from_crop_equals_pycocotools_encode(data):
     assert sum(rle_counts(crop, (r0, c0), (h, w))) == h * w
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_many_crops_at_once_equal_pycocotools_encode(data):
+    # Crops of any size on one image (empty, full-height, touching the
+    # image's last pixel, ...), encoded together in small chunks.
+    with pytest.MonkeyPatch.context() as mp:
+        _many_crops_at_once(data, mp)
+
+
+def _many_crops_at_once(data, monkeypatch):
+    from iidschema.formats import coco
+
+    monkeypatch.setattr(coco, "_RLE_CHUNK", data.draw(st.sampled_from([1, 7, 64, 1 << 22])))
+    h = data.draw(st.integers(1, 12))
+    w = data.draw(st.integers(1, 12))
+    crops, origins, want = [], [], []
+    for _ in range(data.draw(st.integers(0, 8))):
+        mh = data.draw(st.integers(0, h))
+        mw = data.draw(st.integers(0, w))
+        r0 = data.draw(st.integers(0, h - mh))
+        c0 = data.draw(st.integers(0, w - mw))
+        fill = data.draw(st.sampled_from(["random", "ones"]))
+        if fill == "ones":
+            crop = np.ones((mh, mw), bool)
+        else:
+            crop = np.array(data.draw(st.lists(st.booleans(), min_size=mh * mw, max_size=mh * mw)), bool).reshape(mh, mw)
+        full = np.zeros((h, w), np.uint8)
+        full[r0 : r0 + mh, c0 : c0 + mw] = crop
+        crops.append(crop)
+        origins.append((r0, c0))
+        want.append(mask_utils.encode(np.asfortranarray(full))["counts"])
+    got = coco.rle_from_crops(crops, np.array(origins, dtype=np.int64).reshape(-1, 2), (h, w))
+    assert [g["counts"].encode() for g in got] == want
+    assert all(sum(c) == h * w for c in coco.rle_counts_many(crops, np.array(origins, dtype=np.int64).reshape(-1, 2), (h, w)))
+
+
+def test_a_crop_off_the_image_is_refused():
+    from iidschema.formats import coco
+
+    with pytest.raises(ValueError, match="does not fit"):
+        coco.rle_counts_many([np.ones((2, 2), bool)], np.array([[3, 0]]), (4, 4))
+
+
 def test_whole_slide_canvas_is_refused_before_pycocotools(tmp_path):
     f = iidschema.IIDFile()
     f.add(b"cell", b"wsi", (100, 100, 102, 102), np.ones((2, 2), bool))
