@@ -82,6 +82,23 @@ def test_16_and_24_bit_label_maps(tmp_path, depth, mode):
         write(f, tmp_path / "x.png", bit_depth=8)
 
 
+def test_24_bit_labels_use_all_three_bytes(tmp_path):
+    # Labels above 65535 have a red byte: (R, G, B) = bytes 2, 1, 0 of the label.
+    n = 70_000
+    f = iidschema.IIDFile()
+    pos = np.arange(n)
+    boxes = np.stack([pos // 300, pos % 300, pos // 300 + 1, pos % 300 + 1], axis=1)
+    f.add_many([b"%d" % i for i in range(n)], b"", boxes, [np.ones((1, 1), bool)] * n)
+    path = tmp_path / "l24.png"
+    write(f, path, sidecar=False)
+    with Image.open(path) as img:
+        assert img.mode == "RGB"
+        arr = np.asarray(img).astype(np.uint32)
+    labels = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
+    assert np.array_equal(labels.reshape(-1)[:n], pos + 1)
+    assert int(arr[..., 0].max()) == (n >> 16)
+
+
 def test_16_bit_is_the_auto_choice_above_255(tmp_path):
     f = iidschema.IIDFile()
     for i in range(256):

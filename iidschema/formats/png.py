@@ -94,13 +94,15 @@ def write_labels(f: IIDFile, path: str, *, overlap: str = "error", bit_depth: An
     boxes = np.array([e.seg.bbox for e in entries], dtype=np.int64).reshape(-1, 4)
     height, width = c.canvas_shape(f, boxes)
     labels = [e.key + 1 for e in entries]
-    canvas = c.label_map(f, entries, labels, (max(height, 1), max(width, 1)), overlap, np.uint32, what="png-labels")
-    if depth == 8:
-        img = Image.fromarray(canvas.astype(np.uint8))
-    elif depth == 16:
-        img = Image.fromarray(canvas.astype(np.uint16))
+    dtype = {8: np.uint8, 16: np.uint16}.get(depth, np.uint32)  # (the canvas is as wide as the labels)
+    canvas = c.label_map(f, entries, labels, (max(height, 1), max(width, 1)), overlap, dtype, what="png-labels")
+    if depth in (8, 16):
+        img = Image.fromarray(canvas)
     else:
-        rgb = np.stack([(canvas >> 16) & 0xFF, (canvas >> 8) & 0xFF, canvas & 0xFF], axis=-1).astype(np.uint8)
+        # R, G, B = bytes 2, 1, 0 of each little-endian uint32 label: one
+        # copy of the bytes (shifting and stacking made five label-sized
+        # temporaries: 8 GB for a 360-megapixel image).
+        rgb = np.ascontiguousarray(canvas.astype("<u4", copy=False).view(np.uint8).reshape(*canvas.shape, 4)[:, :, 2::-1])
         img = Image.fromarray(rgb)
     data = _png_bytes(img, compress_level)
     if sidecar:
