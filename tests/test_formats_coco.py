@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import iidschema
 from iidschema.demo import build_sample
-from iidschema.errors import IIDLimitError
+from iidschema.errors import IIDFormatError, IIDLimitError
 from iidschema.formats import IIDNoReaderError, read, write
 from iidschema.formats import config as fconfig
 from iidschema.formats.coco import MAX_COCO_PIXELS, rle_counts, rle_from_crop
@@ -172,6 +172,80 @@ def test_a_crop_off_the_image_is_refused():
 
     with pytest.raises(ValueError, match="does not fit"):
         coco.rle_counts_many([np.ones((2, 2), bool)], np.array([[3, 0]]), (4, 4))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_counts_and_crops_read_without_the_full_image_equal_pycocotools(data):
+    # Compressed strings made by pycocotools read back to their counts (the
+    # deltas, signs and long counts of maskApi.c), and crops equal the
+    # full-image decode: runs spanning columns, full-height masks, empty ones.
+    from iidschema.formats import coco
+
+    h = data.draw(st.integers(1, 40))
+    w = data.draw(st.integers(1, 40))
+    kind = data.draw(st.sampled_from(["random", "blob", "full", "empty", "columns"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    full = np.zeros((h, w), np.uint8)
+    if kind == "random":
+        full[:] = rng.random((h, w)) < rng.random()
+    elif kind == "blob":
+        r0, c0 = rng.integers(0, h), rng.integers(0, w)
+        full[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = 1
+    elif kind == "full":
+        full[:] = 1
+    elif kind == "columns":  # whole columns: runs continue from one column into the next
+        full[:, rng.integers(0, w) : rng.integers(0, w) + 3] = 1
+    rle = mask_utils.encode(np.asfortranarray(full))
+    counts = coco.counts_from_string(rle["counts"])
+    assert counts.sum() == h * w
+    assert mask_utils.frPyObjects({"counts": counts.tolist(), "size": [h, w]}, h, w)["counts"] == rle["counts"]
+    bbox, crop = coco._crop_of_counts(counts, h, w, None, "t")
+    if full.any():
+        rows, cols = np.flatnonzero(full.any(1)), np.flatnonzero(full.any(0))
+        assert bbox == (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
+    else:
+        assert bbox == (0, 0, 0, 0)
+    assert np.array_equal(crop, full[bbox[0] : bbox[2], bbox[1] : bbox[3]].astype(bool))
+    # Any bbox holding every pixel gives that crop; one missing a pixel is refused.
+    _, whole = coco._crop_of_counts(counts, h, w, (0, 0, h, w), "t")
+    assert np.array_equal(whole, full.astype(bool))
+    if full.any():
+        with pytest.raises(IIDFormatError, match="outside its iid bbox"):
+            coco._crop_of_counts(counts, h, w, (bbox[0], bbox[1], bbox[2] - 1, bbox[3]), "t")  # its last row is cut
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+def test_malformed_compressed_counts_are_format_errors(raw):
+    from iidschema.formats import coco
+
+    try:
+        counts = coco.counts_from_string(raw)
+    except IIDFormatError:
+        return
+    assert counts.dtype == np.int64
+
+
+def test_import_reads_large_images_without_full_image_arrays(tmp_path, monkeypatch):
+    # A 20 000 x 20 000 image (400 Mpx): pycocotools' decode would make a
+    # 400 MB array per annotation; the reader never calls it.
+    from pycocotools import mask as mu
+
+    monkeypatch.setattr(mu, "decode", lambda *a, **k: pytest.fail("decoded a full image"))
+    f = iidschema.IIDFile()
+    f.meta.data = {"image": {"height": 20_000, "width": 20_000}}
+    f.add(b"a", b"d", (19_990, 19_990, 20_000, 20_000), np.eye(10, dtype=bool))
+    f.add(b"b", b"d", (0, 5, 3, 9), np.ones((3, 4), bool))
+    write(f, tmp_path / "big.json")
+    g = read(tmp_path / "big.json")[0]
+    assert [(e.seg.bbox, e.seg.mask().tolist()) for e in g] == [(e.seg.bbox, e.seg.mask().tolist()) for e in f]
+    doc = json.loads((tmp_path / "big.json").read_text())
+    for ann in doc["annotations"]:
+        del ann["iid"]
+    (tmp_path / "foreign.json").write_text(json.dumps(doc))
+    h = read(tmp_path / "foreign.json")[0]
+    assert [(e.seg.bbox, e.seg.mask().tolist()) for e in h] == [(e.seg.bbox, e.seg.mask().tolist()) for e in f]
 
 
 def test_whole_slide_canvas_is_refused_before_pycocotools(tmp_path):

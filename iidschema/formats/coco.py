@@ -383,40 +383,121 @@ def probe_coco(path: str) -> str | None:
     return None
 
 
-def _segmentation_mask(seg: Any, h: int, w: int, where: str) -> np.ndarray:
+def _segmentation_counts(seg: Any, h: int, w: int, where: str) -> np.ndarray:
+    """The segmentation's uncompressed RLE counts on the ``h`` x ``w`` image
+    (column-major, zeros first; int64, checked to sum to ``h * w``).
+    Polygons are rasterised by pycocotools (to a compressed RLE)."""
     from pycocotools import mask as mask_utils
 
     if isinstance(seg, list):
         if not seg:
-            return np.zeros((h, w), dtype=bool)
+            return np.array([h * w], dtype=np.int64)
         polys = [p for p in seg if isinstance(p, list)]
         if len(polys) != len(seg) or not all(len(p) >= 6 and len(p) % 2 == 0 for p in polys):
             raise IIDFormatError(f"{where}: polygons must be lists of at least 3 x, y pairs")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+        counts = counts_from_string(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))["counts"], where)
     elif isinstance(seg, dict) and "counts" in seg:
         size = seg.get("size")
         if list(size or ()) != [h, w]:
             raise IIDFormatError(f"{where}: RLE size {size!r} differs from the image's [{h}, {w}]")
-        counts = seg["counts"]
-        if isinstance(counts, list):
-            if sum(counts) != h * w:
-                raise IIDFormatError(f"{where}: RLE counts sum to {sum(counts)}, not {h} x {w}")
-            rle = mask_utils.frPyObjects(seg, h, w)
-        elif isinstance(counts, str):
-            rle = {"size": [h, w], "counts": counts.encode("ascii")}
+        raw = seg["counts"]
+        if isinstance(raw, list):
+            if not all(type(v) is int and v >= 0 for v in raw):
+                raise IIDFormatError(f"{where}: RLE counts must be non-negative integers")
+            counts = np.array(raw, dtype=np.int64) if raw else np.zeros(0, dtype=np.int64)
+        elif isinstance(raw, str):
+            try:
+                counts = counts_from_string(raw.encode("ascii"), where)
+            except UnicodeEncodeError:
+                raise IIDFormatError(f"{where}: compressed RLE counts must be ASCII") from None
         else:
             raise IIDFormatError(f"{where}: RLE counts must be a list or a string")
     else:
         raise IIDFormatError(f"{where}: segmentation must be polygons or an RLE, got {type(seg).__name__}")
-    return mask_utils.decode(rle).astype(bool)
+    if (counts < 0).any():
+        raise IIDFormatError(f"{where}: RLE counts must not be negative")
+    if int(counts.sum()) != h * w:
+        raise IIDFormatError(f"{where}: RLE counts sum to {int(counts.sum())}, not {h} x {w}")
+    return counts
 
 
-def _tight(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if not rows.size:
-        return (0, 0, 0, 0)
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+def counts_from_string(data: bytes, where: str = "COCO RLE") -> np.ndarray:
+    """Uncompressed counts (int64) of a compressed COCO RLE string.
+
+    pycocotools turns such a string only into a full-image array
+    (``decode``): hundreds of megabytes per annotation on a large image,
+    minutes for a file of many.  This reads the counts themselves, with
+    numpy, as ``rleFrString`` of pycocotools' ``maskApi.c`` does: each count
+    is a little-endian run of 5-bit groups, each a character ``48 + group``
+    with bit 0x20 set while more groups follow, bit 0x10 of the last group
+    the sign; from the fourth count on, each is stored as its difference
+    from the count two before it.
+    """
+    c = np.frombuffer(data, dtype=np.uint8).astype(np.int64) - 48
+    if not c.size:
+        return np.zeros(0, dtype=np.int64)
+    if ((c < 0) | (c > 63)).any():
+        raise IIDFormatError(f"{where}: compressed RLE counts hold a character outside '0'..'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise IIDFormatError(f"{where}: compressed RLE counts end inside a count")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if int(lengths.max()) > 12:  # 60 bits: more would overflow pycocotools' 64-bit counts
+        raise IIDFormatError(f"{where}: a compressed RLE count of more than 12 characters")
+    k = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    counts = x.copy()
+    counts[3::2] = np.cumsum(x[1::2])[1:]
+    counts[4::2] = np.cumsum(x[2::2])[1:]
+    return counts
+
+
+def _true_pieces(counts: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The True runs of column-major ``counts`` (an image ``h`` rows high)
+    cut at column boundaries: ``(column, first row, end row)`` of each
+    piece, in column-major order."""
+    bounds = np.cumsum(counts)
+    s, e = bounds[0:-1:2], bounds[1::2]
+    s, e = s[: e.size], e[: s.size]
+    keep = e > s
+    s, e = s[keep], e[keep]
+    first_col, last_col = s // h, (e - 1) // h
+    spans = last_col - first_col + 1
+    run = np.repeat(np.arange(s.size), spans)
+    col = first_col[run] + np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans)
+    top = np.where(col == first_col[run], s[run] - first_col[run] * h, 0)
+    bottom = np.where(col == last_col[run], e[run] - last_col[run] * h, h)
+    return col, top, bottom
+
+
+def _crop_of_counts(counts: np.ndarray, h: int, w: int, bbox: tuple[int, int, int, int] | None,
+                    where: str) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """``(bbox, mask)`` of a segmentation given by its full-image counts:
+    its mask over ``bbox`` (``None``: the tight bbox of its pixels), made
+    from the runs alone, never as a full-image array.  A pixel outside
+    ``bbox`` is an error."""
+    col, top, bottom = _true_pieces(counts, h)
+    if bbox is None:
+        if not col.size:
+            return (0, 0, 0, 0), np.zeros((0, 0), dtype=bool)
+        bbox = (int(top.min()), int(col[0]), int(bottom.max()), int(col[-1]) + 1)
+    r0, c0, r1, c1 = bbox
+    if r1 > h or c1 > w or ((col < c0) | (col >= c1) | (top < r0) | (bottom > r1)).any():
+        raise IIDFormatError(f"{where}: the segmentation has pixels outside its iid bbox {list(bbox)}")
+    mh, mw = r1 - r0, c1 - c0
+    # The crop column-major: alternating False / True lengths between the pieces.
+    q0 = (col - c0) * mh + (top - r0)
+    edges = np.empty(2 * q0.size + 2, dtype=np.int64)
+    edges[0], edges[-1] = 0, mh * mw
+    edges[1:-1:2], edges[2:-1:2] = q0, q0 + (bottom - top)
+    values = np.zeros(edges.size - 1, dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, np.diff(edges))
+    return bbox, flat.reshape(mw, mh).T
 
 
 def read_coco(path: str) -> list[IIDFile]:
@@ -453,21 +534,17 @@ def _read_image(img: dict[str, Any], anns: list[dict[str, Any]], cats: dict[Any,
     for j, ann in enumerate(anns):
         where = f"{path!r} annotation {ann.get('id', j)!r}"
         check_pixels(h, w, f"{where}: mask")
-        full = _segmentation_mask(ann.get("segmentation"), h, w, where)
+        counts = _segmentation_counts(ann.get("segmentation"), h, w, where)
         if ours:
             info = ann["iid"]
-            bbox = c.check_bbox(info.get("bbox"), where)
-            minr, minc, maxr, maxc = bbox
-            mask = full[minr:maxr, minc:maxc]
-            if mask.shape != (maxr - minr, maxc - minc) or np.count_nonzero(mask) != np.count_nonzero(full):
-                raise IIDFormatError(f"{where}: the segmentation has pixels outside its iid bbox {bbox}")
+            bbox, mask = _crop_of_counts(counts, h, w, c.check_bbox(info.get("bbox"), where), where)
             f.add(c.bytes_from_json(info.get("address"), where), c.bytes_from_json(info.get("domain"), where), bbox, mask)
         else:
-            bbox = _tight(full)
+            bbox, mask = _crop_of_counts(counts, h, w, None, where)
             cat = cats.get(ann.get("category_id"), {})
             name = cat.get("name") if isinstance(cat.get("name"), str) else ""
             groups = ([name] if name else []) + (["iscrowd"] if ann.get("iscrowd") else [])
-            f.add(str(ann.get("id", j)).encode(), name.encode("utf-8"), bbox, full[bbox[0] : bbox[2], bbox[1] : bbox[3]], group=groups or None)
+            f.add(str(ann.get("id", j)).encode(), name.encode("utf-8"), bbox, mask, group=groups or None)
     if ours:
         c.groups_from_json(f, img["iid"].get("groups"), f"{path!r} image {img.get('id')!r}")
         f.meta.data = img["iid"].get("meta", {})
