@@ -97,6 +97,32 @@ def test_24_bit_labels_use_all_three_bytes(tmp_path):
     labels = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
     assert np.array_equal(labels.reshape(-1)[:n], pos + 1)
     assert int(arr[..., 0].max()) == (n >> 16)
+    g = read(path)  # no sidecar: entries from the label map
+    assert len(g) == n
+    cols = g.masks(iids=True)
+    assert cols.addresses == [b"%d" % (i + 1) for i in range(n)]
+    assert np.array_equal(cols.bboxes, boxes)
+
+
+def test_label_maps_beyond_pillows_bomb_limit_read_within_ours(tmp_path, monkeypatch):
+    # Pillow refuses images above its decompression-bomb limit (179 Mpx by
+    # default), which label maps written here can exceed; the reader applies
+    # iidschema's own limit instead, on the PNG's header, before decoding.
+    from iidschema import masks as masks_module
+    from iidschema.formats.png import read_labels
+
+    f = iidschema.IIDFile()
+    f.add(b"a", b"", (3, 4, 20, 30), np.ones((17, 26), bool))
+    write(f, tmp_path / "l.png", sidecar=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 20 x 30 = 600 pixels: a "bomb" to Pillow
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "l.png")
+    g = read(tmp_path / "l.png")
+    assert [(e.seg.bbox, e.seg.area) for e in g] == [((3, 4, 20, 30), 17 * 26)]
+    assert Image.MAX_IMAGE_PIXELS == 100  # restored
+    monkeypatch.setattr(masks_module, "MAX_MASK_PIXELS", 599)
+    with pytest.raises(IIDLimitError, match="MAX_MASK_PIXELS"):
+        read_labels(str(tmp_path / "l.png"))
 
 
 def test_16_bit_is_the_auto_choice_above_255(tmp_path):

@@ -230,14 +230,20 @@ def label_bboxes(canvas: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[i
 
 
 def entries_from_label_map(canvas: np.ndarray) -> list[tuple[int, tuple[int, int, int, int], np.ndarray]]:
-    """``(label, tight bbox, mask)`` for every non-zero label, ascending."""
-    labels = np.unique(canvas)
-    labels = labels[labels != 0]
-    boxes = label_bboxes(canvas, labels.tolist())
+    """``(label, tight bbox, mask)`` for every non-zero label, ascending.
+
+    The labels present are those scipy's ``find_objects`` finds a box for
+    (one pass over the canvas; ``np.unique`` would sort every pixel)."""
+    from scipy import ndimage
+
+    top = int(canvas.max()) if canvas.size else 0
+    if top <= 0:
+        return []
+    arr = canvas if canvas.dtype.kind in "iu" and canvas.dtype.itemsize < 8 else canvas.astype(np.int64)
     out = []
-    for label in labels.tolist():
-        minr, minc, maxr, maxc = boxes[label]
-        out.append((label, (minr, minc, maxr, maxc), canvas[minr:maxr, minc:maxc] == label))
+    for label, sl in enumerate(ndimage.find_objects(arr, max_label=top), 1):
+        if sl is not None:
+            out.append((label, (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop), canvas[sl] == label))
     return out
 
 

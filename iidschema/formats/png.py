@@ -29,16 +29,20 @@ the index; overlaps are kept.  An entry with an empty bbox has no PNG
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import struct
 import tempfile
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import IIDFormatError, IIDLimitError
 from ..iidfile import IIDFile
+from ..masks import check_pixels
 from . import _common as c
 
 __all__ = [
@@ -123,6 +127,46 @@ def write_labels(f: IIDFile, path: str, *, overlap: str = "error", bit_depth: An
     c.write_bytes(path, data)
 
 
+#: Serialises the change of Pillow's process-wide decompression-bomb limit.
+_PIL_LIMIT = threading.Lock()
+
+
+def _png_size(path: str) -> tuple[int, int] | None:
+    """(height, width) from a PNG's IHDR chunk, or None if it is not a PNG."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+@contextlib.contextmanager
+def _open_png(path: str) -> Iterator[Any]:
+    """``Image.open`` of a label map, bounded by iidschema's own limit
+    (:data:`iidschema.masks.MAX_MASK_PIXELS`, checked on the PNG's header
+    before anything is decoded) instead of Pillow's decompression-bomb limit
+    (179 Mpx), which would refuse label maps iidschema writes: a
+    19 000 x 19 000 image of 100 000 segments is 360 Mpx."""
+    from PIL import Image
+
+    size = _png_size(path)
+    if size is None:
+        with Image.open(path) as img:
+            yield img
+        return
+    check_pixels(size[0], size[1], f"png-labels {path!r}")
+    with _PIL_LIMIT:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if old is None else max(old, size[0] * size[1])
+        try:
+            img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    with img:
+        yield img
+
+
 def _label_array(img: Any, path: str) -> tuple[np.ndarray, str]:
     mode = img.mode
     if mode in ("1", "L", "P"):
@@ -133,19 +177,21 @@ def _label_array(img: Any, path: str) -> tuple[np.ndarray, str]:
             raise IIDFormatError(f"png-labels: {path!r} has negative labels")
         return arr.astype(np.uint32), "gray16"
     if mode == "RGB":
-        rgb = np.asarray(img, dtype=np.uint8).astype(np.uint32)
-        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], "rgb24"
+        # label = R << 16 | G << 8 | B: the bytes copied into a little-endian
+        # uint32 canvas (bytes 2, 1, 0), with no wider temporaries.
+        rgb = np.asarray(img, dtype=np.uint8)
+        labels = np.zeros(rgb.shape[:2], dtype="<u4")
+        labels.view(np.uint8).reshape(*rgb.shape[:2], 4)[..., 2::-1] = rgb
+        return labels.astype(np.uint32, copy=False), "rgb24"
     raise IIDFormatError(f"png-labels: {path!r} is a {mode} image; a label map is mode 1, L, P, I;16, I or RGB")
 
 
 def read_labels(path: str, *, sidecar: Any = None) -> IIDFile:
-    from PIL import Image
-
     side = c.sidecar_path(path)
     use = os.path.exists(side) if sidecar is None else bool(sidecar)
     if sidecar and not os.path.exists(side):
         raise IIDFormatError(f"png-labels: sidecar {side!r} not found (sidecar=True)")
-    with Image.open(path) as img:
+    with _open_png(path) as img:
         img.load()
         canvas, encoding = _label_array(img, path)
     f = IIDFile()
