@@ -155,6 +155,28 @@ def test_archive_volumes_are_made_one_at_a_time(tmp_path, monkeypatch, layout):
     assert MaskArchive(str(tmp_path / "d.mska"), mode="r").all_names()
 
 
+@pytest.mark.parametrize("with_sidecar", [True, False])
+def test_archive_volumes_are_read_one_at_a_time(tmp_path, monkeypatch, with_sidecar):
+    f = build_sample()
+    write(f, tmp_path / "d.mska", sidecar=with_sidecar)
+    loaded: list[str] = []
+    real = MaskArchive.load_segmask
+
+    def load(self, name):
+        loaded.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(MaskArchive, "read_all_masks", lambda self: pytest.fail("all volumes loaded at once"))
+    monkeypatch.setattr(MaskArchive, "load_segmask", load)
+    g = read(tmp_path / "d.mska")
+    names = MaskArchive(str(tmp_path / "d.mska"), mode="r").all_names()
+    assert sorted(loaded) == sorted(names) and len(names) >= 2  # each once
+    assert sorted(e.seg.area for e in g) == sorted(e.seg.area for e in f)  # (without the sidecar: layer by layer)
+    if with_sidecar:
+        assert [(e.iid.address, e.seg.bbox) for e in g] == [(e.iid.address, e.seg.bbox) for e in f]
+        assert all(np.array_equal(a.seg.mask(), b.seg.mask()) for a, b in zip(f, g))
+
+
 def test_long_names_do_not_corrupt_the_archive_index(tmp_path):
     f = iidschema.IIDFile()
     for i in range(4):

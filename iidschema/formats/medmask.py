@@ -183,11 +183,10 @@ def _volume(data: np.ndarray, path: str, z: int | None) -> np.ndarray:
 
 
 def _add_from_mapping(f: IIDFile, canvas: np.ndarray, mapping: dict[str, int], group: str | None = None) -> None:
-    present = set(np.unique(canvas).tolist()) - {0}
+    boxes = c.label_bboxes(canvas)
     pairs = sorted(((int(label), name) for name, label in mapping.items()), key=lambda t: t[0])
     named = {label for label, _ in pairs}
-    pairs += [(label, str(label)) for label in sorted(present - named)]
-    boxes = c.label_bboxes(canvas, [label for label, _ in pairs])
+    pairs += [(label, str(label)) for label in boxes if label not in named]
     for label, name in pairs:
         address, domain = c.iid_from_name(name)
         box = boxes.get(label)
@@ -207,21 +206,37 @@ def _read_sidecar(path: str) -> dict[str, Any] | None:
     return doc
 
 
-def _from_sidecar(doc: dict[str, Any], volumes: dict[str, np.ndarray], path: str) -> IIDFile:
-    f = IIDFile()
+def _from_sidecar(doc: dict[str, Any], names: list[str], load: Callable[[str], np.ndarray], path: str) -> IIDFile:
+    """The entries a sidecar lists, cut from the volumes ``names`` of the
+    medmask file.  Each volume is a whole-image array: ``load(name)`` gives
+    one, and they are loaded one at a time (the crops are kept, the volume
+    dropped before the next is loaded)."""
     what = f"medmask sidecar {c.sidecar_path(path)!r}"
+    items = []
     for i, item in enumerate(doc["entries"]):
         where = f"{what} entry {i}"
         if not isinstance(item, dict) or type(item.get("label")) is not int:
             raise IIDFormatError(f"{where}: needs an integer 'label'")
         vol = item.get("volume")
-        if vol is None and len(volumes) == 1:
-            vol = next(iter(volumes))
-        if vol not in volumes:
+        if vol is None and len(names) == 1:
+            vol = names[0]
+        if vol not in names:
             raise IIDFormatError(f"{where}: volume {vol!r} is not in the medmask file")
         bbox = c.check_bbox(item.get("bbox"), where)
-        mask = c.crop_label(volumes[vol], item["label"], bbox, where)
-        f.add(c.bytes_from_json(item.get("address"), where), c.bytes_from_json(item.get("domain"), where), bbox, mask)
+        items.append((c.bytes_from_json(item.get("address"), where), c.bytes_from_json(item.get("domain"), where), bbox, vol, where))
+    masks: list[Any] = [None] * len(items)
+    by_volume: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_volume.setdefault(item[3], []).append(i)
+    for vol, members in by_volume.items():
+        canvas = load(vol)
+        for i in members:
+            masks[i] = c.crop_label(canvas, doc["entries"][i]["label"], items[i][2], items[i][4])
+        del canvas
+    f = IIDFile()
+    if items:
+        addresses, domains, boxes = (list(col) for col in zip(*(item[:3] for item in items)))
+        f.add_many(addresses, domains, np.array(boxes, dtype=np.int64).reshape(-1, 4), masks)
     c.groups_from_json(f, doc.get("groups"), what)
     f.meta.data = doc.get("meta", {})
     return f
@@ -245,7 +260,7 @@ def read_msk(path: str, *, z: int | None = None, sidecar: Any = None) -> IIDFile
     if sidecar and doc is None:
         raise IIDFormatError(f"medmask: sidecar {c.sidecar_path(path)!r} not found (sidecar=True)")
     if doc is not None:
-        return _from_sidecar(doc, {"": canvas}, path)
+        return _from_sidecar(doc, [""], lambda _: canvas, path)
     f = IIDFile()
     _add_from_mapping(f, canvas, dict(segmask.mapping.items()))
     f.meta.data = _meta(path, canvas.shape, segmask.space)
@@ -342,18 +357,21 @@ def read_mska(path: str, *, z: int | None = None, sidecar: Any = None) -> IIDFil
     from medmask import MaskArchive
 
     archive = MaskArchive(path, mode="r")
-    masks = archive.read_all_masks()
-    volumes = {name: _volume(m.data, path, z) for name, m in masks.items()}
+    # Volumes are whole-image arrays: loaded one at a time (medmask's
+    # read_all_masks would hold them all).
+    names = list(archive.all_names())
     doc = _read_sidecar(path) if sidecar is not False else None
     if sidecar and doc is None:
         raise IIDFormatError(f"medmask: sidecar {c.sidecar_path(path)!r} not found (sidecar=True)")
     if doc is not None:
-        return _from_sidecar(doc, volumes, path)
+        return _from_sidecar(doc, names, lambda name: _volume(archive.load_segmask(name).data, path, z), path)
     f = IIDFile()
     shape: tuple[int, ...] = (0, 0)
-    for name, m in masks.items():
-        canvas = volumes[name]
+    for name in names:
+        m = archive.load_segmask(name)
+        canvas = _volume(m.data, path, z)
         shape = canvas.shape
         _add_from_mapping(f, canvas, dict(m.mapping.items()), group=name)
+        del m, canvas
     f.meta.data = _meta(path, shape, archive.space)
     return f
