@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import IIDFormatError, IIDLimitError
 from ..iidfile import IIDFile
-from ..masks import check_pixels
+from ..masks import check_pixels, exclusive_cumsum
 from . import _common as c
 
 __all__ = ["read_coco", "write_coco", "probe_coco", "rle_from_crop", "MAX_COCO_PIXELS", "CATEGORY_MODES", "check_categories"]
@@ -113,14 +113,13 @@ def _rle_counts_chunk(masks: Sequence[np.ndarray], origins: np.ndarray, shapes: 
                       h: int, total: int) -> list[list[int]]:
     n = len(masks)
     mh = shapes[:, 0]
-    base = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(pixels, out=base[1:])
+    base = exclusive_cumsum(pixels)
     # Every crop column-major, one after another.
     x = np.concatenate([np.asarray(m, dtype=bool).T.ravel() for m in masks]) if n else np.zeros(0, bool)
     # Column starts (mask i's column c starts at base[i] + c * mh[i]).
     ncols = np.where(pixels > 0, shapes[:, 1], 0)
     owner_col = np.repeat(np.arange(n), ncols)
-    col_in_mask = np.arange(owner_col.size) - np.repeat(_exclusive(ncols)[:-1], ncols)
+    col_in_mask = np.arange(owner_col.size) - np.repeat(exclusive_cumsum(ncols)[:-1], ncols)
     col_start = base[owner_col] + col_in_mask * mh[owner_col]
     # Runs start or end where a pixel differs from the one above it in its
     # column (above the first row: False); runs reaching a column's last
@@ -161,7 +160,7 @@ def _rle_counts_chunk(masks: Sequence[np.ndarray], origins: np.ndarray, shapes: 
             pos, mask_of = pos[keep], mask_of[keep]
     # Counts of mask i: its places between 0 and the image's end, differenced.
     per = np.bincount(mask_of, minlength=n)
-    seg = _exclusive(per + 2)
+    seg = exclusive_cumsum(per + 2)
     bounds = np.empty(int(seg[-1]), dtype=np.int64)
     bounds[seg[:-1]] = 0
     bounds[seg[1:] - 1] = total
@@ -178,12 +177,6 @@ def _rle_counts_chunk(masks: Sequence[np.ndarray], origins: np.ndarray, shapes: 
     if not total:
         return [[] for _ in range(n)]
     return [values[i:j] for i, j in zip(seg[:-1].tolist(), stop.tolist())]
-
-
-def _exclusive(a: np.ndarray) -> np.ndarray:
-    out = np.zeros(a.size + 1, dtype=np.int64)
-    np.cumsum(a, out=out[1:])
-    return out
 
 
 def rle_from_crop(mask: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> dict[str, Any]:
