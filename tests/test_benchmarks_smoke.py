@@ -43,3 +43,18 @@ def test_quick_benchmark_run(tmp_path):
         assert res["sizes"]["iidschema-v1"] > 0 and res["sizes"]["png_per_entry"] > 0
     md = (out / "results.md").read_text()
     assert "## N = 1 000 segments" in md and "## Targets" in md
+
+
+def test_v2_size_study_runs_and_proves_random_access():
+    # The layout study behind the format-version note in docs/PERFORMANCE.md:
+    # it decodes sampled entries from their blocks alone (asserting they equal
+    # the version-1 file's) before it prints.
+    pytest.importorskip("PIL")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "v2_size_study.py"), "--n", "1500", "--samples", "60",
+         "--block", "4096", "--lut-block", "256"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "60 sampled entries decoded from their blocks alone and equal to version 1's" in proc.stdout
+    assert "candidate layout:" in proc.stdout
