@@ -248,6 +248,52 @@ def test_import_reads_large_images_without_full_image_arrays(tmp_path, monkeypat
     assert [(e.seg.bbox, e.seg.mask().tolist()) for e in h] == [(e.seg.bbox, e.seg.mask().tolist()) for e in f]
 
 
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.sampled_from(["counts", "size", "x"]), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)  # (run with 6 000 several times while writing it)
+@given(
+    h=st.integers(0, 9),
+    w=st.integers(0, 9),
+    seg=st.one_of(
+        _JUNK,
+        st.fixed_dictionaries({"size": st.just([4, 5]) | _JUNK, "counts": st.text(alphabet=st.characters(min_codepoint=30, max_codepoint=130), max_size=20)}),
+        st.fixed_dictionaries({"size": st.just([4, 5]), "counts": st.lists(st.integers(-3, 25), max_size=8)}),
+        st.lists(st.lists(st.floats(-10, 20, allow_nan=False) | st.integers(-10, 20), min_size=0, max_size=10), max_size=3),
+    ),
+    ours=st.booleans(),
+    bbox=_JUNK | st.lists(st.integers(0, 10), min_size=4, max_size=4),
+    address=_JUNK | st.just({"hex": "61"}),
+    groups=_JUNK | st.just({}),
+    category=_JUNK | st.just("c"),
+)
+def test_hostile_segmentations_are_format_errors(tmp_path_factory, h, w, seg, ours, bbox, address, groups, category):
+    # Whatever an annotation holds, reading gives files or an IIDError that
+    # names the annotation: never a numpy, pycocotools or Python error.
+    from iidschema.errors import IIDError
+    from iidschema.formats.coco import read_coco
+
+    ann = {"id": 7, "image_id": 1, "category_id": 1, "segmentation": seg}
+    img = {"id": 1, "height": h, "width": w}
+    if ours:
+        ann["iid"] = {"key": 0, "domain": {"hex": ""}, "address": address, "bbox": bbox}
+        img["iid"] = {"groups": groups, "meta": {}}
+    path = tmp_path_factory.mktemp("hostile") / "c.json"
+    path.write_text(json.dumps({"images": [img], "annotations": [ann], "categories": [{"id": 1, "name": category}]}))
+    try:
+        files = read_coco(str(path))
+    except IIDError as exc:
+        assert "annotation" in str(exc) or "COCO" in str(exc) or "image" in str(exc), exc
+        return
+    (f,) = files
+    for e in f:
+        assert e.seg.mask().shape == (e.seg.bbox[2] - e.seg.bbox[0], e.seg.bbox[3] - e.seg.bbox[1])
+
+
 def test_whole_slide_canvas_is_refused_before_pycocotools(tmp_path):
     f = iidschema.IIDFile()
     f.add(b"cell", b"wsi", (100, 100, 102, 102), np.ones((2, 2), bool))

@@ -376,6 +376,11 @@ def probe_coco(path: str) -> str | None:
     return None
 
 
+#: Polygon coordinates may lie this far beyond twice the image's size (real
+#: polygons lie on or near their image; pycocotools' cost follows their length).
+_POLYGON_MARGIN = 1024
+
+
 def _segmentation_counts(seg: Any, h: int, w: int, where: str) -> np.ndarray:
     """The segmentation's uncompressed RLE counts on the ``h`` x ``w`` image
     (column-major, zeros first; int64, checked to sum to ``h * w``).
@@ -388,10 +393,20 @@ def _segmentation_counts(seg: Any, h: int, w: int, where: str) -> np.ndarray:
         polys = [p for p in seg if isinstance(p, list)]
         if len(polys) != len(seg) or not all(len(p) >= 6 and len(p) % 2 == 0 for p in polys):
             raise IIDFormatError(f"{where}: polygons must be lists of at least 3 x, y pairs")
+        if not all(type(v) in (int, float) for p in polys for v in p):
+            raise IIDFormatError(f"{where}: polygon coordinates must be numbers")
+        coords = np.array([v for p in polys for v in p], dtype=np.float64)
+        # pycocotools walks every edge at 5x resolution in C ints: coordinates
+        # far off the image would cost time (and overflow), never pixels.
+        limit = 2 * max(h, w) + _POLYGON_MARGIN
+        if not (np.isfinite(coords).all() and (np.abs(coords) <= limit).all()):
+            raise IIDFormatError(f"{where}: polygon coordinates must be finite and within +-{limit} (twice the image, plus {_POLYGON_MARGIN})")
+        if not h * w:  # (pycocotools writes out of bounds rasterising onto an empty image)
+            return np.zeros(0, dtype=np.int64)
         counts = counts_from_string(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))["counts"], where)
     elif isinstance(seg, dict) and "counts" in seg:
         size = seg.get("size")
-        if list(size or ()) != [h, w]:
+        if not isinstance(size, list) or size != [h, w]:
             raise IIDFormatError(f"{where}: RLE size {size!r} differs from the image's [{h}, {w}]")
         raw = seg["counts"]
         if isinstance(raw, list):
