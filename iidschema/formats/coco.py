@@ -515,22 +515,30 @@ def read_coco(path: str) -> list[IIDFile]:
     anns = doc.get("annotations", [])
     if not isinstance(anns, list):
         raise IIDFormatError(f"{path!r}: 'annotations' must be a list")
-    cats = {cat.get("id"): cat for cat in doc.get("categories", []) if isinstance(cat, dict)}
+    categories = doc.get("categories", [])
+    if not isinstance(categories, list):
+        raise IIDFormatError(f"{path!r}: 'categories' must be a list")
+    cats = {cat["id"]: cat for cat in categories if isinstance(cat, dict) and _is_id(cat.get("id"))}
     by_image: dict[Any, list[dict[str, Any]]] = {}
     for ann in anns:
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            raise IIDFormatError(f"{path!r}: every annotation needs an 'image_id'")
+        if not isinstance(ann, dict) or not _is_id(ann.get("image_id")):
+            raise IIDFormatError(f"{path!r}: every annotation needs an 'image_id' (an integer or a string)")
         by_image.setdefault(ann["image_id"], []).append(ann)
-    ids = [img.get("id") if isinstance(img, dict) else None for img in doc["images"]]
-    orphans = set(by_image) - set(ids)
-    if orphans:
-        raise IIDFormatError(f"{path!r}: annotations refer to unknown image id(s) {sorted(map(str, orphans))[:5]}")
-    out = []
     for img in doc["images"]:
         if not isinstance(img, dict) or type(img.get("height")) is not int or type(img.get("width")) is not int:
             raise IIDFormatError(f"{path!r}: every image needs integer 'height' and 'width'")
-        out.append(_read_image(img, by_image.get(img.get("id"), []), cats, path))
-    return out
+        if img["height"] < 0 or img["width"] < 0 or not (img.get("id") is None or _is_id(img.get("id"))):
+            raise IIDFormatError(f"{path!r}: image {img.get('id')!r:.40}: negative size, or an id that is not an integer or a string")
+    ids = [img.get("id") for img in doc["images"]]
+    orphans = set(by_image) - set(ids)
+    if orphans:
+        raise IIDFormatError(f"{path!r}: annotations refer to unknown image id(s) {sorted(map(str, orphans))[:5]}")
+    return [_read_image(img, by_image.get(img.get("id"), []), cats, path) for img in doc["images"]]
+
+
+def _is_id(value: Any) -> bool:
+    """COCO ids are integers (strings accepted); anything else cannot key a lookup."""
+    return (type(value) is int) or isinstance(value, str)
 
 
 def _read_image(img: dict[str, Any], anns: list[dict[str, Any]], cats: dict[Any, Any], path: str) -> IIDFile:
@@ -538,6 +546,9 @@ def _read_image(img: dict[str, Any], anns: list[dict[str, Any]], cats: dict[Any,
     f = IIDFile()
     ours = isinstance(img.get("iid"), dict) and all(isinstance(a.get("iid"), dict) for a in anns)
     if ours:
+        for j, ann in enumerate(anns):
+            if type(ann["iid"].get("key", 0)) is not int:
+                raise IIDFormatError(f"{path!r} annotation {ann.get('id', j)!r:.40}: its iid 'key' must be an integer")
         anns = sorted(anns, key=lambda a: a["iid"].get("key", 0))
     for j, ann in enumerate(anns):
         where = f"{path!r} annotation {ann.get('id', j)!r}"

@@ -316,13 +316,19 @@ def read_masks(path: str) -> IIDFile:
                 raise IIDFormatError(f"{where}: a {shape[0]} x {shape[1]} bbox needs a 'file'")
             mask = np.zeros(shape, dtype=bool)
         else:
-            file = os.path.realpath(os.path.join(path, str(name)))
+            if not isinstance(name, str):
+                raise IIDFormatError(f"{where}: 'file' must be a file name or null, got {name!r:.40}")
+            file = os.path.realpath(os.path.join(path, name))
             if os.path.dirname(file) != root:
                 raise IIDFormatError(f"{where}: file {name!r} is not inside the folder")
-            with Image.open(file) as img:
-                if img.size != (shape[1], shape[0]):
-                    raise IIDFormatError(f"{where}: {name} is {img.size[1]} x {img.size[0]}, bbox says {shape[0]} x {shape[1]}")
-                mask = np.asarray(img.convert("1"), dtype=bool)
+            check_pixels(shape[0], shape[1], f"{where}: mask")
+            try:
+                with Image.open(file) as img:
+                    if img.size != (shape[1], shape[0]):
+                        raise IIDFormatError(f"{where}: {name} is {img.size[1]} x {img.size[0]}, bbox says {shape[0]} x {shape[1]}")
+                    mask = np.asarray(img.convert("1"), dtype=bool)
+            except (OSError, Image.DecompressionBombError) as exc:  # missing, a folder, not an image, truncated
+                raise IIDFormatError(f"{where}: cannot read {name!r}: {exc}") from None
         group = item.get("groups")
         f.add(c.bytes_from_json(item.get("address"), where + " address"), c.bytes_from_json(item.get("domain"), where + " domain"), bbox, mask)
         if "groups" not in doc and isinstance(group, list):
