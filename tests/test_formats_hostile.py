@@ -1,11 +1,12 @@
-"""Hostile JSON in the files the format plugins read: every reader either
-gives files or raises an :class:`~iidschema.errors.IIDError`, never a
-``TypeError``, ``KeyError``, numpy or Pillow error (nor a crash in a C
-library).
+"""Hostile JSON and damaged bytes in the files the format plugins read:
+every reader either gives files or raises an
+:class:`~iidschema.errors.IIDError`, never a ``TypeError``, ``KeyError``,
+``MemoryError``, numpy, Pillow or medmask error (nor a crash in a C library).
 
-A valid file is written in each format, then one node of its JSON (the
-sidecar of png-labels and medmask, ``index.json`` of png-masks, the COCO
-document) is replaced by junk, chosen by hypothesis.
+A valid file is written in each format; then either one node of its JSON
+(the sidecar of png-labels and medmask, ``index.json`` of png-masks, the
+COCO document) is replaced by junk, or bytes of the binary file (PNG,
+medmask) are changed or cut, as hypothesis chooses.
 """
 
 from __future__ import annotations
@@ -124,3 +125,30 @@ def test_hostile_json_is_a_format_error(originals, tmp_path_factory, name, data)
     for f in result if isinstance(result, list) else [result]:
         for e in f:
             assert e.seg.mask().shape == (e.seg.bbox[2] - e.seg.bbox[0], e.seg.bbox[3] - e.seg.bbox[1])
+
+
+BINARY = [(n, f) for n, f, _ in FORMATS if n in ("png-labels", "medmask", "medmask-archive")]
+
+
+@pytest.mark.parametrize("name,filename", BINARY)
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_damaged_bytes_are_format_errors(originals, tmp_path_factory, name, filename, data):
+    # Bytes changed (mostly in the header and index, where lengths and sizes
+    # live) or cut short: the third-party parser's errors, MemoryError from a
+    # declared size included, come out as IIDFormatError.
+    folder = originals[name][0]
+    raw = bytearray((folder / filename).read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, min(len(raw), 256) - 1) | st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    work = tmp_path_factory.mktemp("damaged")
+    (work / filename).write_bytes(bytes(raw))  # (no sidecar: the bytes alone)
+    try:
+        f = _read(name, work / filename)
+    except IIDError:
+        return
+    for e in f:
+        assert e.seg.mask().shape == (e.seg.bbox[2] - e.seg.bbox[0], e.seg.bbox[3] - e.seg.bbox[1])

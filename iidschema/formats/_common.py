@@ -3,14 +3,15 @@ image sizes, label maps, sidecar files, atomic writes.  Light imports only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
 
-from ..errors import IIDFormatError, IIDLimitError
+from ..errors import IIDError, IIDFormatError, IIDLimitError
 from ..iidfile import IIDFile
 from ..masks import check_pixels
 from ..writer import atomic_write
@@ -240,6 +241,27 @@ def crop_label(canvas: np.ndarray, label: int, bbox: Sequence[int], what: str) -
 
 
 # -- files --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def library_errors(what: str) -> Iterator[None]:
+    """Errors of a third-party reader (Pillow, medmask) on a damaged file as
+    :class:`IIDFormatError` naming ``what``.
+
+    A damaged file reaches those libraries' own parsers, which raise what
+    they happen to (``OSError``, ``ValueError``, ``TypeError``,
+    ``UnicodeDecodeError``, zstd errors...), and ``MemoryError`` when a
+    damaged header declares a size they then allocate: nothing was
+    allocated, and the file is at fault, so it is reported as such too.
+    """
+    try:
+        yield
+    except IIDError:
+        raise
+    except MemoryError:
+        raise IIDFormatError(f"{what}: the file declares more data than memory holds (damaged?)") from None
+    except Exception as exc:
+        raise IIDFormatError(f"{what}: cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -253,7 +253,8 @@ def _meta(path: str, shape: tuple[int, ...], space: Any) -> dict[str, Any]:
 def read_msk(path: str, *, z: int | None = None, sidecar: Any = None) -> IIDFile:
     from medmask import MaskFile
 
-    segmask = MaskFile(path, mode="r").read()
+    with c.library_errors(f"medmask file {path!r}"):
+        segmask = MaskFile(path, mode="r").read()
     canvas = _volume(segmask.data, path, z)
     check_pixels(*canvas.shape, "medmask slice")
     doc = _read_sidecar(path) if sidecar is not False else None
@@ -356,22 +357,30 @@ def write_mska(f: IIDFile, path: str, *, layout: str = "layers", codec: str = "z
 def read_mska(path: str, *, z: int | None = None, sidecar: Any = None) -> IIDFile:
     from medmask import MaskArchive
 
-    archive = MaskArchive(path, mode="r")
-    # Volumes are whole-image arrays: loaded one at a time (medmask's
-    # read_all_masks would hold them all).
-    names = list(archive.all_names())
+    what = f"medmask archive {path!r}"
+    with c.library_errors(what):
+        archive = MaskArchive(path, mode="r")
+        # Volumes are whole-image arrays: loaded one at a time (medmask's
+        # read_all_masks would hold them all).
+        names = list(archive.all_names())
+        space = archive.space
+
+    def load(name: str) -> Any:
+        with c.library_errors(f"{what} volume {name!r}"):
+            return archive.load_segmask(name)
+
     doc = _read_sidecar(path) if sidecar is not False else None
     if sidecar and doc is None:
         raise IIDFormatError(f"medmask: sidecar {c.sidecar_path(path)!r} not found (sidecar=True)")
     if doc is not None:
-        return _from_sidecar(doc, names, lambda name: _volume(archive.load_segmask(name).data, path, z), path)
+        return _from_sidecar(doc, names, lambda name: _volume(load(name).data, path, z), path)
     f = IIDFile()
     shape: tuple[int, ...] = (0, 0)
     for name in names:
-        m = archive.load_segmask(name)
+        m = load(name)
         canvas = _volume(m.data, path, z)
         shape = canvas.shape
         _add_from_mapping(f, canvas, dict(m.mapping.items()), group=name)
         del m, canvas
-    f.meta.data = _meta(path, shape, archive.space)
+    f.meta.data = _meta(path, shape, space)
     return f

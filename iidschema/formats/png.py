@@ -191,7 +191,7 @@ def read_labels(path: str, *, sidecar: Any = None) -> IIDFile:
     use = os.path.exists(side) if sidecar is None else bool(sidecar)
     if sidecar and not os.path.exists(side):
         raise IIDFormatError(f"png-labels: sidecar {side!r} not found (sidecar=True)")
-    with _open_png(path) as img:
+    with c.library_errors(f"png-labels {path!r}"), _open_png(path) as img:
         img.load()
         canvas, encoding = _label_array(img, path)
     f = IIDFile()
