@@ -128,6 +128,7 @@ def test_hostile_json_is_a_format_error(originals, tmp_path_factory, name, data)
 
 
 BINARY = [(n, f) for n, f, _ in FORMATS if n in ("png-labels", "medmask", "medmask-archive")]
+BINARY.append(("png-masks", "a.masks"))  # its first mask's PNG damaged
 
 
 @pytest.mark.parametrize("name,filename", BINARY)
@@ -138,14 +139,17 @@ def test_damaged_bytes_are_format_errors(originals, tmp_path_factory, name, file
     # live) or cut short: the third-party parser's errors, MemoryError from a
     # declared size included, come out as IIDFormatError.
     folder = originals[name][0]
-    raw = bytearray((folder / filename).read_bytes())
+    target = filename if name != "png-masks" else os.path.join(filename, sorted(os.listdir(folder / filename))[0])
+    raw = bytearray((folder / target).read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, min(len(raw), 256) - 1) | st.integers(0, len(raw) - 1))
         raw[at] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         raw = raw[: data.draw(st.integers(0, len(raw)))]
     work = tmp_path_factory.mktemp("damaged")
-    (work / filename).write_bytes(bytes(raw))  # (no sidecar: the bytes alone)
+    if name == "png-masks":
+        shutil.copytree(folder / filename, work / filename)
+    (work / target).write_bytes(bytes(raw))  # (no sidecar: the bytes alone)
     try:
         f = _read(name, work / filename)
     except IIDError:

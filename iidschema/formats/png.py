@@ -322,13 +322,11 @@ def read_masks(path: str) -> IIDFile:
             if os.path.dirname(file) != root:
                 raise IIDFormatError(f"{where}: file {name!r} is not inside the folder")
             check_pixels(shape[0], shape[1], f"{where}: mask")
-            try:
-                with Image.open(file) as img:
-                    if img.size != (shape[1], shape[0]):
-                        raise IIDFormatError(f"{where}: {name} is {img.size[1]} x {img.size[0]}, bbox says {shape[0]} x {shape[1]}")
-                    mask = np.asarray(img.convert("1"), dtype=bool)
-            except (OSError, Image.DecompressionBombError) as exc:  # missing, a folder, not an image, truncated
-                raise IIDFormatError(f"{where}: cannot read {name!r}: {exc}") from None
+            # (missing, a folder, not an image, damaged: an IIDFormatError naming it)
+            with c.library_errors(f"{where}: {name!r}"), Image.open(file) as img:
+                if img.size != (shape[1], shape[0]):
+                    raise IIDFormatError(f"{where}: {name} is {img.size[1]} x {img.size[0]}, bbox says {shape[0]} x {shape[1]}")
+                mask = np.asarray(img.convert("1"), dtype=bool)
         group = item.get("groups")
         f.add(c.bytes_from_json(item.get("address"), where + " address"), c.bytes_from_json(item.get("domain"), where + " domain"), bbox, mask)
         if "groups" not in doc and isinstance(group, list):
