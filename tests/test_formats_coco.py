@@ -248,6 +248,50 @@ def test_import_reads_large_images_without_full_image_arrays(tmp_path, monkeypat
     assert [(e.seg.bbox, e.seg.mask().tolist()) for e in h] == [(e.seg.bbox, e.seg.mask().tolist()) for e in f]
 
 
+@settings(max_examples=100, deadline=None)  # (3 000, several seeds, while writing it)
+@given(st.data())
+def test_annotations_read_together_equal_one_by_one(data):
+    # The reader's batch path (every segmentation a compressed RLE string)
+    # gives the bboxes and masks of the one-annotation path, with given
+    # (iid) bboxes and with tight ones; and declines what that path refuses.
+    from iidschema.formats import coco
+
+    h = data.draw(st.integers(1, 16))
+    w = data.draw(st.integers(1, 16))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    segs, fulls = [], []
+    for _ in range(data.draw(st.integers(1, 7))):
+        full = np.zeros((h, w), np.uint8)
+        kind = data.draw(st.sampled_from(["random", "blob", "full", "empty", "columns"]))
+        if kind == "random":
+            full[:] = rng.random((h, w)) < rng.random()
+        elif kind == "blob":
+            r0, c0 = rng.integers(0, h), rng.integers(0, w)
+            full[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = 1
+        elif kind == "full":
+            full[:] = 1
+        elif kind == "columns":
+            full[:, rng.integers(0, w) :] = 1
+        fulls.append(full.astype(bool))
+        segs.append({"size": [h, w], "counts": mask_utils.encode(np.asfortranarray(full))["counts"].decode()})
+    one = [coco._crop_of_counts(coco._segmentation_counts(s, h, w, "t"), h, w, None, "t") for s in segs]
+    got = coco._crops_of_strings(segs, h, w, None)
+    assert got is not None
+    assert got[0] == [b for b, _ in one]
+    assert all(np.array_equal(a, m) for a, (_, m) in zip(got[1], one))
+    whole = coco._crops_of_strings(segs, h, w, [(0, 0, h, w)] * len(segs))
+    assert all(np.array_equal(m, full) for m, full in zip(whole[1], fulls))
+    # What the one-by-one path refuses, the batch declines (and leaves to it).
+    if any(f.any() for f in fulls):
+        i = next(i for i, f in enumerate(fulls) if f.any())
+        boxes = [(0, 0, h, w)] * len(segs)
+        boxes[i] = (0, 0, 0, 0)
+        assert coco._crops_of_strings(segs, h, w, boxes) is None
+    bad = [dict(s) for s in segs]
+    bad[-1]["counts"] = bad[-1]["counts"] + "1"  # one count more (at least 1): the sum is off
+    assert coco._crops_of_strings(bad, h, w, None) is None
+
+
 _JUNK = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(allow_nan=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.sampled_from(["counts", "size", "x"]), inner, max_size=3),
