@@ -174,6 +174,23 @@ def test_a_crop_off_the_image_is_refused():
         coco.rle_counts_many([np.ones((2, 2), bool)], np.array([[3, 0]]), (4, 4))
 
 
+def _image_mask(data, rng, h: int, w: int) -> np.ndarray:
+    """A uint8 mask on an h x w image: random pixels, a box, everything,
+    nothing, or whole columns (runs going on from one column into the next)."""
+    full = np.zeros((h, w), np.uint8)
+    kind = data.draw(st.sampled_from(["random", "blob", "full", "empty", "columns"]))
+    if kind == "random":
+        full[:] = rng.random((h, w)) < rng.random()
+    elif kind == "blob":
+        r0, c0 = rng.integers(0, h), rng.integers(0, w)
+        full[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = 1
+    elif kind == "full":
+        full[:] = 1
+    elif kind == "columns":
+        full[:, rng.integers(0, w) : rng.integers(0, w) + 3] = 1
+    return full
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_counts_and_crops_read_without_the_full_image_equal_pycocotools(data):
@@ -184,18 +201,8 @@ def test_counts_and_crops_read_without_the_full_image_equal_pycocotools(data):
 
     h = data.draw(st.integers(1, 40))
     w = data.draw(st.integers(1, 40))
-    kind = data.draw(st.sampled_from(["random", "blob", "full", "empty", "columns"]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    full = np.zeros((h, w), np.uint8)
-    if kind == "random":
-        full[:] = rng.random((h, w)) < rng.random()
-    elif kind == "blob":
-        r0, c0 = rng.integers(0, h), rng.integers(0, w)
-        full[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = 1
-    elif kind == "full":
-        full[:] = 1
-    elif kind == "columns":  # whole columns: runs continue from one column into the next
-        full[:, rng.integers(0, w) : rng.integers(0, w) + 3] = 1
+    full = _image_mask(data, rng, h, w)
     rle = mask_utils.encode(np.asfortranarray(full))
     counts = coco.counts_from_string(rle["counts"])
     assert counts.sum() == h * w
@@ -261,17 +268,7 @@ def test_annotations_read_together_equal_one_by_one(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     segs, fulls = [], []
     for _ in range(data.draw(st.integers(1, 7))):
-        full = np.zeros((h, w), np.uint8)
-        kind = data.draw(st.sampled_from(["random", "blob", "full", "empty", "columns"]))
-        if kind == "random":
-            full[:] = rng.random((h, w)) < rng.random()
-        elif kind == "blob":
-            r0, c0 = rng.integers(0, h), rng.integers(0, w)
-            full[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = 1
-        elif kind == "full":
-            full[:] = 1
-        elif kind == "columns":
-            full[:, rng.integers(0, w) :] = 1
+        full = _image_mask(data, rng, h, w)
         fulls.append(full.astype(bool))
         segs.append({"size": [h, w], "counts": mask_utils.encode(np.asfortranarray(full))["counts"].decode()})
     one = [coco._crop_of_counts(coco._segmentation_counts(s, h, w, "t"), h, w, None, "t") for s in segs]

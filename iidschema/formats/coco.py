@@ -522,14 +522,8 @@ def _crops_of_strings(segs: list[Any], h: int, w: int, given: list[tuple[int, in
     odd = np.flatnonzero((m & 1) == 1)
     e, s_ = ends_at[odd], ends_at[odd] - counts[odd]
     keep = e > s_
-    e, s_, ann = e[keep], s_[keep], sid[odd][keep]
-    first_col, last_col = s_ // h, (e - 1) // h
-    spans = last_col - first_col + 1
-    run_of = np.repeat(np.arange(s_.size), spans)
-    col = first_col[run_of] + np.arange(run_of.size) - np.repeat(np.cumsum(spans) - spans, spans)
-    top = np.where(col == first_col[run_of], s_[run_of] - first_col[run_of] * h, 0)
-    bottom = np.where(col == last_col[run_of], e[run_of] - last_col[run_of] * h, h)
-    ann = ann[run_of]
+    col, top, bottom, run_of = _cut_at_columns(s_[keep], e[keep], h)
+    ann = sid[odd][keep][run_of]
     # Each annotation's bbox: given, or the tight box of its pieces.
     if given is not None:
         box = np.array(given, dtype=np.int64).reshape(n, 4)
@@ -566,14 +560,21 @@ def _true_pieces(counts: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np
     s, e = bounds[0:-1:2], bounds[1::2]
     s, e = s[: e.size], e[: s.size]
     keep = e > s
-    s, e = s[keep], e[keep]
+    col, top, bottom, _ = _cut_at_columns(s[keep], e[keep], h)
+    return col, top, bottom
+
+
+def _cut_at_columns(s: np.ndarray, e: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column-major runs ``[s, e)`` (non-empty) of an image ``h`` rows high,
+    cut where they pass from one column into the next: ``(column, first
+    row, end row, run)`` of each piece, in order."""
     first_col, last_col = s // h, (e - 1) // h
     spans = last_col - first_col + 1
     run = np.repeat(np.arange(s.size), spans)
     col = first_col[run] + np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans)
     top = np.where(col == first_col[run], s[run] - first_col[run] * h, 0)
     bottom = np.where(col == last_col[run], e[run] - last_col[run] * h, h)
-    return col, top, bottom
+    return col, top, bottom, run
 
 
 def _crop_of_counts(counts: np.ndarray, h: int, w: int, bbox: tuple[int, int, int, int] | None,
