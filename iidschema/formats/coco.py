@@ -441,13 +441,24 @@ def counts_from_string(data: bytes, where: str = "COCO RLE") -> np.ndarray:
     the sign; from the fourth count on, each is stored as its difference
     from the count two before it.
     """
-    c = np.frombuffer(data, dtype=np.uint8).astype(np.int64) - 48
-    if not c.size:
+    if not data:
         return np.zeros(0, dtype=np.int64)
+    x, _ = _rle_values(data, np.array([len(data) - 1]), where)
+    counts = x.copy()
+    counts[3::2] = np.cumsum(x[1::2])[1:]
+    counts[4::2] = np.cumsum(x[2::2])[1:]
+    return counts
+
+
+def _rle_values(data: bytes, string_ends: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the character groups of one or more compressed RLE
+    strings joined in ``data`` (each string's last byte at ``string_ends``),
+    before the deltas, and where each group starts in ``data``."""
+    c = np.frombuffer(data, dtype=np.uint8).astype(np.int64) - 48
     if ((c < 0) | (c > 63)).any():
         raise IIDFormatError(f"{where}: compressed RLE counts hold a character outside '0'..'o'")
     more = (c & 0x20) != 0
-    if more[-1]:
+    if more[string_ends].any():
         raise IIDFormatError(f"{where}: compressed RLE counts end inside a count")
     ends = np.flatnonzero(~more)
     starts = np.concatenate(([0], ends[:-1] + 1))
@@ -458,10 +469,7 @@ def counts_from_string(data: bytes, where: str = "COCO RLE") -> np.ndarray:
     x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
     negative = (c[ends] & 0x10) != 0
     x[negative] -= np.left_shift(1, 5 * lengths[negative])
-    counts = x.copy()
-    counts[3::2] = np.cumsum(x[1::2])[1:]
-    counts[4::2] = np.cumsum(x[2::2])[1:]
-    return counts
+    return x, starts
 
 
 #: Annotations whose masks are read together by the COCO reader.
@@ -486,19 +494,10 @@ def _crops_of_strings(segs: list[Any], h: int, w: int, given: list[tuple[int, in
         strings.append(seg["counts"].encode("ascii"))
     n = len(strings)
     lens = np.fromiter(map(len, strings), np.int64, n)
-    c = np.frombuffer(b"".join(strings), dtype=np.uint8).astype(np.int64) - 48
-    more = (c & 0x20) != 0
-    if ((c < 0) | (c > 63)).any() or more[np.cumsum(lens) - 1].any():
+    try:
+        x, starts = _rle_values(b"".join(strings), np.cumsum(lens) - 1, "")
+    except IIDFormatError:
         return None
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    glen = ends - starts + 1
-    if int(glen.max()) > 12:
-        return None
-    k = np.arange(c.size) - np.repeat(starts, glen)
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    negative = (c[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * glen[negative])
     # Counts of each string, m-th of its own: from the fourth on, the sum of
     # every other one (maskApi.c's deltas), a cumulative sum per string and parity.
     sid = np.searchsorted(exclusive_cumsum(lens)[1:], starts, side="right")
