@@ -514,8 +514,23 @@ def _crops_of_strings(segs: list[Any], h: int, w: int, given: list[tuple[int, in
             counts[sel] = run - base
     if (counts < 0).any() or (np.add.reduceat(counts, first[:-1]) != h * w).any():
         return None
-    # True runs (odd places of each string) cut at column boundaries; where
-    # each count ends on the image (column-major).
+    return _crops_of_counts(counts, first, h, w, given)
+
+
+def _crops_of_counts(counts: np.ndarray, first: np.ndarray, h: int, w: int, given: list[tuple[int, int, int, int]] | None
+                     ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]] | None:
+    """``(bboxes, masks)`` of the segmentations whose full-image counts are
+    ``counts[first[i] : first[i + 1]]`` (checked: non-negative, summing to
+    ``h * w``): each mask over its ``given`` bbox (``None``: the tight bbox
+    of its pixels; no pixels: ``(0, 0, 0, 0)``), made from the runs alone,
+    never as a full-image array.  None when a given bbox leaves a pixel out
+    (or leaves the image)."""
+    n = first.size - 1
+    per = np.diff(first)
+    sid = np.repeat(np.arange(n), per)
+    m = np.arange(counts.size) - first[sid]
+    # True runs (odd places of each segmentation) cut at column boundaries;
+    # where each count ends on the image (column-major).
     total = exclusive_cumsum(counts)
     ends_at = total[1:] - np.repeat(total[first[:-1]], per)
     odd = np.flatnonzero((m & 1) == 1)
@@ -551,18 +566,6 @@ def _crops_of_strings(segs: list[Any], h: int, w: int, given: list[tuple[int, in
     return [tuple(b) for b in box.tolist()], masks
 
 
-def _true_pieces(counts: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The True runs of column-major ``counts`` (an image ``h`` rows high)
-    cut at column boundaries: ``(column, first row, end row)`` of each
-    piece, in column-major order."""
-    bounds = np.cumsum(counts)
-    s, e = bounds[0:-1:2], bounds[1::2]
-    s, e = s[: e.size], e[: s.size]
-    keep = e > s
-    col, top, bottom, _ = _cut_at_columns(s[keep], e[keep], h)
-    return col, top, bottom
-
-
 def _cut_at_columns(s: np.ndarray, e: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Column-major runs ``[s, e)`` (non-empty) of an image ``h`` rows high,
     cut where they pass from one column into the next: ``(column, first
@@ -578,28 +581,12 @@ def _cut_at_columns(s: np.ndarray, e: np.ndarray, h: int) -> tuple[np.ndarray, n
 
 def _crop_of_counts(counts: np.ndarray, h: int, w: int, bbox: tuple[int, int, int, int] | None,
                     where: str) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """``(bbox, mask)`` of a segmentation given by its full-image counts:
-    its mask over ``bbox`` (``None``: the tight bbox of its pixels), made
-    from the runs alone, never as a full-image array.  A pixel outside
-    ``bbox`` is an error."""
-    col, top, bottom = _true_pieces(counts, h)
-    if bbox is None:
-        if not col.size:
-            return (0, 0, 0, 0), np.zeros((0, 0), dtype=bool)
-        bbox = (int(top.min()), int(col[0]), int(bottom.max()), int(col[-1]) + 1)
-    r0, c0, r1, c1 = bbox
-    if r1 > h or c1 > w or ((col < c0) | (col >= c1) | (top < r0) | (bottom > r1)).any():
-        raise IIDFormatError(f"{where}: the segmentation has pixels outside its iid bbox {list(bbox)}")
-    mh, mw = r1 - r0, c1 - c0
-    # The crop column-major: alternating False / True lengths between the pieces.
-    q0 = (col - c0) * mh + (top - r0)
-    edges = np.empty(2 * q0.size + 2, dtype=np.int64)
-    edges[0], edges[-1] = 0, mh * mw
-    edges[1:-1:2], edges[2:-1:2] = q0, q0 + (bottom - top)
-    values = np.zeros(edges.size - 1, dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, np.diff(edges))
-    return bbox, flat.reshape(mw, mh).T
+    """:func:`_crops_of_counts` of one segmentation; a pixel outside
+    ``bbox`` is an error naming ``where``."""
+    got = _crops_of_counts(counts, np.array([0, counts.size]), h, w, None if bbox is None else [bbox])
+    if got is None:
+        raise IIDFormatError(f"{where}: the segmentation has pixels outside its iid bbox {list(bbox or ())}")
+    return got[0][0], got[1][0]
 
 
 def read_coco(path: str) -> list[IIDFile]:
