@@ -36,7 +36,7 @@ import numpy as np
 from . import masks as _masks
 from . import schema
 from .codecs import get_codec
-from .errors import IIDError
+from .errors import IIDError, IIDFormatError
 from .masks import exclusive_cumsum
 from .model import IID, Region, Regions, Segment
 
@@ -190,11 +190,15 @@ def _raise_first(reader: "Reader", keys: np.ndarray, offs: np.ndarray, lens: np.
     i = int(np.argmax(bad))
     key, off, n = int(keys[i]), int(offs[i]), int(lens[i])
     section = "iids" if kind == "iid" else "segs"
-    data = reader.source.read(off, n, section)
-    if kind == "iid":
-        _parse_iid(data, n, key, off)
-    else:
-        reader._parse_segment(data, n, key, off, reader._info(rows, i))
+    try:
+        data = reader.source.read(off, n, section)
+        if kind == "iid":
+            _parse_iid(data, n, key, off)
+        else:
+            reader._parse_segment(data, n, key, off, reader._info(rows, i))
+    except IIDFormatError as exc:
+        located = getattr(reader.source, "located", None)  # version 2: a file offset for a content offset
+        raise (located(exc) if located is not None else exc) from None
     # Not reached for any file found so far: a check here stricter than the
     # record parser's.  The caller then reads these records one by one.
 
@@ -322,10 +326,15 @@ def segment_table(reader: "Reader", keys: np.ndarray) -> SegmentTable | None:
     checked as the one-record parser checks them, as columns (None: read
     them one by one, see :func:`_raise_first`)."""
     offs, lens, rows = reader._locate_rows(keys, "seg")
+    if reader.version >= 2:
+        from .reader2 import check_bulk_size
+
+        # Version-2 records are decompressed by this read: bounded first.
+        check_bulk_size(lens, _masks.MAX_MASK_PIXELS)
     raw, rel = copy_records(reader, offs, lens, "segs")
     reader._verify_bulk(offs, lens, rows, keys, "seg", raw, rel)
     u8 = np.frombuffer(raw, dtype=np.uint8)
-    walk = _walk_v0 if reader.version == 0 else _walk_v1
+    walk = (_walk_v0, _walk_v1, _walk_v2)[min(reader.version, 2)]
     boxes, areas, table, bad = walk(u8, rel, lens, keys, rows)
     if bad.any():
         _raise_first(reader, keys, offs, lens, rows, bad, "seg")
@@ -407,6 +416,13 @@ def _walk_v1(u8: np.ndarray, rel: np.ndarray, lens: np.ndarray, keys: np.ndarray
 
     table, bad = _walk_regions(pos, end, boxes, bad, rhead.itemsize, step, nreg)
     return boxes, rows["area"].astype(np.int64), table, bad
+
+
+def _walk_v2(u8: np.ndarray, rel: np.ndarray, lens: np.ndarray, keys: np.ndarray, rows: np.ndarray):
+    """Version 2: one region over the bbox, everything from the LUT rows."""
+    from .reader2 import segment_rows
+
+    return segment_rows(rows, rel, lens)
 
 
 def _walk_regions(pos: np.ndarray, end: np.ndarray, boxes: np.ndarray, bad: np.ndarray, head_size: int, step: Any, nreg: Any):

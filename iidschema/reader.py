@@ -463,41 +463,7 @@ class Reader1(Reader):
         self.version = header.version
         self.rformat = header.rformat
         self.count = header.entry_count
-        hsize = schema.header1_size(header.section_count)
-        raw = self.source.read(0, hsize, "header")
-        if crc32c(raw[: hsize - 4]) != header.header_crc:
-            raise IIDChecksumError("header checksum mismatch: the header or its section table is damaged", section="header", offset=hsize - 4)
-        self._sections: dict[str, tuple[int, int]] = {}
-        self._crcs: dict[str, int] = {}
-        self._unknown: list[tuple[int, int, int]] = []
-        spans = []
-        for i, sec in enumerate(header.sections):
-            at = schema.HEADER1_FIXED_SIZE + i * schema.SectionEntry1.sizeof()
-            name = schema.SectionId.NAMES.get(sec.id)
-            self.source.check(sec.offset, sec.length, name or f"section {sec.id}")
-            if sec.offset < hsize:
-                raise IIDFormatError(f"section id {sec.id} starts inside the header", section="header", offset=at)
-            spans.append((sec.offset, sec.length, sec.id))
-            if name is None:
-                if sec.flags & schema.SECTION_REQUIRED:
-                    raise IIDFormatError(
-                        f"section id {sec.id} is marked required but this reader does not know it; upgrade iidschema",
-                        section="header",
-                        offset=at,
-                    )
-                self._unknown.append((sec.id, sec.offset, sec.length))
-                continue
-            if name in self._sections:
-                raise IIDFormatError(f"section {name!r} is listed twice", section="header", offset=at)
-            self._sections[name] = (sec.offset, sec.length)
-            self._crcs[name] = sec.crc
-        spans.sort()
-        for (o1, n1, id1), (o2, _, id2) in zip(spans, spans[1:]):
-            if o1 + n1 > o2:
-                raise IIDFormatError(f"sections {id1} and {id2} overlap", section="header", offset=o2)
-        missing = [schema.SectionId.NAMES[i] for i in schema.SectionId.MANDATORY if schema.SectionId.NAMES[i] not in self._sections]
-        if missing:
-            raise IIDFormatError(f"mandatory sections missing: {', '.join(missing)}", section="header", offset=schema.HEADER1_FIXED_SIZE)
+        self._sections, self._crcs, self._unknown = _section_table(source, header)
         lut_off, lut_len = self._sections["lut"]
         if lut_len != schema.lut1_size(self.count):
             raise IIDFormatError(
@@ -809,12 +775,60 @@ class Reader1(Reader):
         return keys
 
 
+def _section_table(source: ByteSource, header: Any) -> tuple[dict[str, tuple[int, int]], dict[str, int], list[tuple[int, int, int]]]:
+    """The section table of a version-1 or -2 header, checked: the header
+    CRC, every section inside the file and after the header, no overlaps,
+    no unknown *required* section, every mandatory section present.
+    Returns name -> (offset, length), name -> CRC, and the unknown optional
+    sections as (id, offset, length)."""
+    hsize = schema.header1_size(header.section_count)
+    raw = source.read(0, hsize, "header")
+    if crc32c(raw[: hsize - 4]) != header.header_crc:
+        raise IIDChecksumError("header checksum mismatch: the header or its section table is damaged", section="header", offset=hsize - 4)
+    sections: dict[str, tuple[int, int]] = {}
+    crcs: dict[str, int] = {}
+    unknown: list[tuple[int, int, int]] = []
+    spans = []
+    for i, sec in enumerate(header.sections):
+        at = schema.HEADER1_FIXED_SIZE + i * schema.SectionEntry1.sizeof()
+        name = schema.SectionId.NAMES.get(sec.id)
+        if header.version >= 2 and sec.id == schema.SectionId.BLOCK_CRCS:
+            name = None  # version 2 checks every blocked section per block instead
+        source.check(sec.offset, sec.length, name or f"section {sec.id}")
+        if sec.offset < hsize:
+            raise IIDFormatError(f"section id {sec.id} starts inside the header", section="header", offset=at)
+        spans.append((sec.offset, sec.length, sec.id))
+        if name is None:
+            if sec.flags & schema.SECTION_REQUIRED:
+                raise IIDFormatError(
+                    f"section id {sec.id} is marked required but this reader does not know it; upgrade iidschema",
+                    section="header",
+                    offset=at,
+                )
+            unknown.append((sec.id, sec.offset, sec.length))
+            continue
+        if name in sections:
+            raise IIDFormatError(f"section {name!r} is listed twice", section="header", offset=at)
+        sections[name] = (sec.offset, sec.length)
+        crcs[name] = sec.crc
+    spans.sort()
+    for (o1, n1, id1), (o2, _, id2) in zip(spans, spans[1:]):
+        if o1 + n1 > o2:
+            raise IIDFormatError(f"sections {id1} and {id2} overlap", section="header", offset=o2)
+    missing = [schema.SectionId.NAMES[i] for i in schema.SectionId.MANDATORY if schema.SectionId.NAMES[i] not in sections]
+    if missing:
+        raise IIDFormatError(f"mandatory sections missing: {', '.join(missing)}", section="header", offset=schema.HEADER1_FIXED_SIZE)
+    return sections, crcs, unknown
+
+
 def open_reader(source: ByteSource) -> Reader:
     """Parse the header of ``source`` and return the reader of its version."""
     if source.size < 4:
         raise IIDFormatError(f"file is {source.size} bytes, too short for a header", section="header", offset=0)
     header = parse(schema.Header, SourceStream(source, 0), "header", 0)
-    readers = {0: Reader0, 1: Reader1}
+    from .reader2 import Reader2
+
+    readers = {0: Reader0, 1: Reader1, 2: Reader2}
     if header.version not in readers:  # pragma: no cover - schema raises first
         raise IIDVersionError(header.version, tuple(readers))
     return readers[header.version](source, header.body)

@@ -608,12 +608,186 @@ File1 = Struct(
 )
 
 # --------------------------------------------------------------------------
+# Version 2: version 1's header and sections, with the bulky sections stored
+# in independently compressed blocks, a columnar LUT and bare mask payloads
+# (docs/FORMAT.md, "Version 2").
+# --------------------------------------------------------------------------
+#   file      ::= header2 { section }           header2: as version 1, version = 2
+#   plain sections (stored as they are, CRC32C of their bytes in the header):
+#     meta, codecs                               as version 1
+#   blocked sections (everything else: lut, iids, groups, segs, spatial_index,
+#   address_index), each ::= blocked:
+#     blocked   ::= raw_length:u64 block_size:u32 compression:u16 shuffle:u16
+#                   count:u32 { block_ref } { block }
+#     block_ref ::= offset:u64 length:u32 crc:u32
+#   The section's *content* (raw_length bytes) is cut into blocks of
+#   block_size bytes (the last may be short), each stored compressed on its
+#   own: random access costs one block, not the section.  ``offset`` is
+#   relative to the section start; blocks follow the table back to back, in
+#   order, up to the section's end.  ``crc`` is the CRC32C of the stored
+#   (compressed) block; the header's section CRC covers the 20-byte head (a
+#   damaged table row is caught by its block's CRC, so a reader reads only
+#   the rows of the blocks it needs).  compression: 0 stored, 1 one zstd frame.  shuffle: 0 or
+#   1 none; t >= 2: before compression each block's first floor(n / t) * t
+#   bytes were byte-shuffled with element size t (byte 0 of every t-byte
+#   element, then byte 1, ...: blosc's shuffle), the rest left as is.
+#
+#   Contents of the blocked sections:
+#     lut    ::= { lut_chunk }   LUT_CHUNK2 entries per chunk (the last may be
+#                short); block_size is the size of a whole chunk, so block i
+#                is chunk i
+#     lut_chunk (m entries) ::= iid_base:u64 seg_base:u64 columns
+#       columns ::= every field of LutEntry2 as a column of m values,
+#                byte-planar: byte 0 of every value, then byte 1, ...
+#     iids   ::= { iid record }  as version 0, in key order, back to back:
+#                entry k's record starts at its chunk's iid_base plus the
+#                iid_length of the chunk's entries before it
+#     segs   ::= { payload }     entry k's mask over its bbox, encoded by its
+#                codec (0 packbits, 1 rle, 2 zstd, ...), in key order, back
+#                to back (found as iids are, by seg_base and seg_length); no
+#                head: the LUT row says the rest
+#     groups, spatial_index, address_index ::= as version 1
+BLOCK_STORED = 0
+BLOCK_ZSTD = 1
+BLOCK_COMPRESSIONS = {BLOCK_STORED: "stored", BLOCK_ZSTD: "zstd"}
+#: Largest block a reader accepts (it allocates one block to decompress it).
+MAX_BLOCK_SIZE2 = 1 << 24
+#: Sections of version 2 stored in blocks (the others are stored plain).
+BLOCKED_SECTIONS2 = frozenset({SectionId.LUT, SectionId.IIDS, SectionId.GROUPS, SectionId.SEGS,
+                               SectionId.SPATIAL_INDEX, SectionId.ADDRESS_INDEX})
+#: Sections a version-2 file must have (block_crcs does not exist in version 2).
+MANDATORY2 = SectionId.MANDATORY
+
+Header2 = Header1
+BlockedHead2 = Struct(
+    "raw_length" / Int64ul,
+    "block_size" / Int32ul,
+    "compression" / Int16ul,
+    "shuffle" / Int16ul,
+    "count" / Int32ul,
+)
+BLOCKED_HEAD2_SIZE = BlockedHead2.sizeof()  # 20
+BlockRef2 = Struct("offset" / Int64ul, "length" / Int32ul, "crc" / Int32ul)
+BlockTable2 = Struct(*BlockedHead2.subcons, "blocks" / StructArray(this.count, BlockRef2))
+
+#   lut_entry (key = position) ::= minr minc height width area iid_length
+#                                  seg_length codec
+#     minr, minc, height, width ::= uint32   bbox: rows minr..minr+height-1,
+#                                            columns minc..minc+width-1
+#     area       ::= uint64   pixels set in the mask
+#     iid_length ::= uint32   bytes of the entry's IID record
+#     seg_length ::= uint64   bytes of the entry's mask payload
+#     codec      ::= uint16   mask codec id of the payload
+LUT_CHUNK2 = 1024
+LutChunkHead2 = Struct("iid_base" / Int64ul, "seg_base" / Int64ul)
+LutEntry2 = Struct(
+    "minr" / Int32ul,
+    "minc" / Int32ul,
+    "height" / Int32ul,
+    "width" / Int32ul,
+    "area" / Int64ul,
+    "iid_length" / Int32ul,
+    "seg_length" / Int64ul,
+    "codec" / Int16ul,
+)
+LUT_CHUNK_HEAD2 = LutChunkHead2.sizeof()  # 16
+LUT2_ROW = LutEntry2.sizeof()  # 38
+#: Content bytes of a LUT chunk of LUT_CHUNK2 entries (the LUT's block size).
+LUT_CHUNK2_SIZE = LUT_CHUNK_HEAD2 + LUT_CHUNK2 * LUT2_ROW
+
+
+def lut2_size(count: int) -> int:
+    """Content bytes of a version-2 LUT of ``count`` entries."""
+    return -(-count // LUT_CHUNK2) * LUT_CHUNK_HEAD2 + count * LUT2_ROW
+
+
+class BytePlanar(Construct):
+    """``count`` records of a flat Struct stored as byte-planar columns.
+
+    Each field is one column of ``count`` values, and each column is stored
+    byte-planar (all first bytes, then all second bytes, ...), the shuffle
+    of blosc: the high bytes of small numbers become long runs of zeros that
+    a block compressor removes.  Parses to (and builds from) a numpy
+    structured array of the Struct's dtype, so the declaration stays the
+    source of truth for the layout.
+    """
+
+    def __init__(self, count, subcon: Construct):
+        super().__init__()
+        self.count = count
+        self.subcon = subcon
+        self.dtype = dtype_of(subcon)
+
+    def _count(self, context) -> int:
+        count = self.count(context) if callable(self.count) else self.count
+        if count < 0:
+            raise IIDFormatError("negative record count")
+        return count
+
+    def _parse(self, stream, context, path):
+        count = self._count(context)
+        start = stream_tell(stream, path)
+        data = stream.read(count * self.dtype.itemsize)
+        if len(data) != count * self.dtype.itemsize:
+            raise IIDFormatError("columns run past the end of their data", offset=start)
+        return planar_to_records(data, count, self.dtype)
+
+    def _build(self, obj, stream, context, path):
+        arr = obj if isinstance(obj, np.ndarray) else _records(obj, self.dtype)
+        stream.write(records_to_planar(np.asarray(arr, dtype=self.dtype)))
+        return arr
+
+    def _sizeof(self, context, path):
+        return self._count(context) * self.dtype.itemsize
+
+
+def planar_to_records(data: Any, count: int, dtype: np.dtype) -> np.ndarray:
+    """The structured array of ``count`` records stored byte-planar in ``data``
+    (see :class:`BytePlanar`); the numpy fast path every reader uses."""
+    u8 = np.frombuffer(data, dtype=np.uint8, count=count * dtype.itemsize)
+    out = np.empty(count, dtype=dtype)
+    view = out.view(np.uint8).reshape(count, dtype.itemsize)
+    pos = 0
+    for name in dtype.names:
+        ft, at = dtype.fields[name][:2]
+        n = ft.itemsize
+        view[:, at : at + n] = u8[pos : pos + count * n].reshape(n, count).T
+        pos += count * n
+    return out
+
+
+def records_to_planar(arr: np.ndarray) -> bytes:
+    """The byte-planar columns of a structured array (inverse of
+    :func:`planar_to_records`)."""
+    count = arr.size
+    view = np.ascontiguousarray(arr).view(np.uint8).reshape(count, arr.dtype.itemsize)
+    parts = []
+    for name in arr.dtype.names:
+        ft, at = arr.dtype.fields[name][:2]
+        parts.append(np.ascontiguousarray(view[:, at : at + ft.itemsize].T).tobytes())
+    return b"".join(parts)
+
+
+LutChunk2 = Struct(*LutChunkHead2.subcons, "rows" / BytePlanar(this.entries, LutEntry2))
+
+File2 = Struct(
+    "header" / Header2,
+    "sections" / Array(
+        this.header.section_count,
+        Pointer(
+            lambda ctx: ctx.header.sections[ctx._index].offset,
+            FixedSized(lambda ctx: ctx.header.sections[ctx._index].length, GreedyBytes),
+        ),
+    ),
+)
+
+# --------------------------------------------------------------------------
 # Version dispatch
 # --------------------------------------------------------------------------
 
 #: Header layouts by version; extended by later versions below.
-HEADERS: dict[int, Construct] = {0: Header0, 1: Header1}
-FILES: dict[int, Construct] = {0: File0, 1: File1}
+HEADERS: dict[int, Construct] = {0: Header0, 1: Header1, 2: Header2}
+FILES: dict[int, Construct] = {0: File0, 1: File1, 2: File2}
 
 SUPPORTED_VERSIONS: tuple[int, ...] = tuple(sorted(HEADERS))
 
@@ -648,3 +822,7 @@ IID_HEAD0_DTYPE = dtype_of(IIDHead0)
 REGION_HEAD0_DTYPE = dtype_of(RegionHead0)
 SEG_HEAD1_DTYPE = dtype_of(SegmentHead1)
 REGION_HEAD1_DTYPE = dtype_of(RegionHead1)
+LUT2_DTYPE = dtype_of(LutEntry2)
+BLOCK_REF2_DTYPE = dtype_of(BlockRef2)
+BLOCKED_HEAD2 = struct.Struct(format_of(BlockedHead2))
+LUT_CHUNK_HEAD2_FMT = struct.Struct(format_of(LutChunkHead2))

@@ -74,7 +74,7 @@ __all__ = [
 SHAPE_CLASSES: tuple[str, ...] = ("empty", "full", "thin", "noisy", "islands", "checkerboard", "blob")
 
 #: Largest coordinate of each format version (max exclusive bbox bound).
-_COORD_LIMIT = {0: schema.MAX_COORD_V0, 1: schema.MAX_COORD_V1}
+_COORD_LIMIT = {0: schema.MAX_COORD_V0, 1: schema.MAX_COORD_V1, 2: schema.MAX_COORD_V1}
 
 
 # --------------------------------------------------------------------------
@@ -351,8 +351,8 @@ def serialise(f: IIDFile, version: int | None = None, codec: Any = "auto") -> by
     version = f.version if version is None else version
     with tempfile.TemporaryDirectory(prefix="iidschema-") as tmp:
         path = os.path.join(tmp, "f.iid")
-        if version == 1:
-            f.save(path, version=1, codec=codec)
+        if version >= 1:
+            f.save(path, version=version, codec=codec)
         else:
             f.save(path, version=version)
         with open(path, "rb") as fh:
@@ -362,9 +362,9 @@ def serialise(f: IIDFile, version: int | None = None, codec: Any = "auto") -> by
 
 
 def file_bytes(version: int = 0, codec: Any = "auto", **kwargs: Any) -> st.SearchStrategy[bytes]:
-    """Serialised ``.iid`` files of format ``version`` (0 or 1), written by
+    """Serialised ``.iid`` files of format ``version`` (0, 1 or 2), written by
     :meth:`IIDFile.save` from :func:`iid_files` (``kwargs`` are passed on;
-    ``codec`` is the version-1 region codec, default ``"auto"``)."""
+    ``codec`` is the mask codec of versions 1 and 2, default ``"auto"``)."""
     if version not in _COORD_LIMIT:
         raise ValueError(f"unknown format version {version}")
     return iid_files(version=version, **kwargs).map(lambda f: serialise(f, version, codec))

@@ -82,7 +82,7 @@ def test_same_bytes_as_an_add_loop(version: int, codec: str) -> None:
     assert serialise(f, version, codec) == want
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_same_bytes_on_every_writer_path(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
     # Small batches and steps, the one-by-one writer, zstd in the background.
     from iidschema import codecs
@@ -99,7 +99,7 @@ def test_same_bytes_on_every_writer_path(monkeypatch: pytest.MonkeyPatch, versio
     assert serialise(_by_add_many(items), version) == want
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_batches_bounded_by_pixels(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
     # A pixel budget smaller than some single masks: every batch holds at
     # most the budget, or one larger segment alone; the bytes do not change.

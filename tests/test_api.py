@@ -439,7 +439,7 @@ def test_add_accepts_coordinates_up_to_u32():
         f.add(b"a", b"", (2**32 - 1, 0, 2**32, 1), np.ones((1, 1), bool))
 
 
-@pytest.mark.parametrize("version", [None, 0, 1])
+@pytest.mark.parametrize("version", [None, 0, 1, 2])
 def test_empty_file_round_trip(tmp_path, version):
     p = tmp_path / "e.iid"
     IIDFile().save(p, version=version)
@@ -491,7 +491,7 @@ def test_add_rejects_bad_input(kwargs, exc, words):
     assert len(f) == 1 and f.groups.list() == ["g"] and f.groups.keys("g").tolist() == [0]
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_add_empty_group_name_creates_the_group(tmp_path, version):
     f = IIDFile()
     f.add(b"a", b"", (0, 0, 2, 3), M, group="")
@@ -503,7 +503,7 @@ def test_add_empty_group_name_creates_the_group(tmp_path, version):
         assert g.groups.list() == [""] and [e.key for e in g.fetch(groups="")] == [0]
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_empty_group_saves_and_reloads(tmp_path, reference, version):
     f = IIDFile()
     f.add(b"a", b"", (0, 0, 2, 3), M)
@@ -519,7 +519,7 @@ def test_empty_group_saves_and_reloads(tmp_path, reference, version):
         assert r.groups.list() == ["also-empty", "empty"]
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 @pytest.mark.parametrize("shape,bbox", [((0, 4), (5, 5, 5, 9)), ((3, 0), (1, 2, 4, 2)), ((0, 0), (0, 0, 0, 0))])
 def test_zero_size_mask(tmp_path, shape, bbox, version):
     f = IIDFile()

@@ -167,7 +167,7 @@ def test_truncated_header(size, tmp_path):
     check_error(info.value, "header", data, offset=0)
 
 
-@pytest.mark.parametrize("version", [7, 2, 0xFFFFFFFF])
+@pytest.mark.parametrize("version", [7, 3, 0xFFFFFFFF])
 def test_unknown_version(version):
     data = patch(VALID, 0, HEADER_DT, "version", version)
     with pytest.raises(IIDVersionError) as info:

@@ -75,7 +75,9 @@ _settings = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, sup
 @given(data=st.one_of(file_bytes(version=0, max_entries=12, max_side=24), file_bytes(version=1, max_entries=12, max_side=24),
                       file_bytes(version=1, codec="rle", max_entries=12, max_side=24),
                       file_bytes(version=1, codec="zstd", max_entries=8, max_side=24),
-                      file_bytes(version=1, codec="packbits", max_entries=8, max_side=24)))
+                      file_bytes(version=1, codec="packbits", max_entries=8, max_side=24),
+                      file_bytes(version=2, max_entries=12, max_side=24),
+                      file_bytes(version=2, codec="rle", max_entries=8, max_side=24)))
 def test_bulk_reads_what_the_record_parser_reads(data: bytes, monkeypatch_module: Any) -> None:
     assert assert_same(data, monkeypatch_module)[0] == "ok"
 

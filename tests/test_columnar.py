@@ -75,7 +75,9 @@ def outcome(data: bytes, what: str) -> tuple:
 @given(data=st.one_of(file_bytes(version=0, max_entries=12, max_side=24), file_bytes(version=1, max_entries=12, max_side=24),
                       file_bytes(version=1, codec="rle", max_entries=12, max_side=24),
                       file_bytes(version=1, codec="zstd", max_entries=8, max_side=24),
-                      file_bytes(version=1, codec="packbits", max_entries=8, max_side=24)))
+                      file_bytes(version=1, codec="packbits", max_entries=8, max_side=24),
+                      file_bytes(version=2, max_entries=12, max_side=24),
+                      file_bytes(version=2, codec="rle", max_entries=8, max_side=24)))
 def test_columns_are_what_entries_give(data: bytes) -> None:
     assert outcome(data, "columns") == outcome(data, "entries")
 

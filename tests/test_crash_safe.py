@@ -87,7 +87,7 @@ def _check_target(target: Path, old_sha: str, new_sha: str, n_new: int) -> str:
     return "new" if sha == new_sha else "old"
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_sigkill_during_save_leaves_old_or_new_file(tmp_path: Path, version: int) -> None:
     start = time.monotonic()
     ref = tmp_path / "ref.iid"

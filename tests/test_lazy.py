@@ -22,7 +22,7 @@ from iidschema.source import BytesSource, CountingSource, MmapSource
 from iidschema.writer import write_v0
 
 TINY = (3, 1717, 4242)
-VERSIONS = [0, 1]
+VERSIONS = [0, 1]  # byte-level layouts; version 2 reads by blocks: tests/test_v2.py
 
 
 
@@ -170,7 +170,7 @@ def test_open_reads_the_header_only(small, large):
         assert s5k.bytes_read <= 1024
 
 
-@pytest.mark.parametrize("version", [0, 1], ids=["v0", "v1"])
+@pytest.mark.parametrize("version", [0, 1, 2], ids=["v0", "v1", "v2"])
 def test_open_does_not_grow_with_entry_count(tmp_path, version):
     paths = {}
     for n in (100, 20000):

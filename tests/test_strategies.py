@@ -287,7 +287,7 @@ def test_check_format_passes_a_correct_format() -> None:
     iss.check_format(_json_reader, _json_writer, max_examples=30, suffix=".json")
 
 
-@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("version", [0, 1, 2])
 def test_check_format_passes_iidfile_itself(version: int) -> None:
     iss.check_format(iidschema.open, lambda f, p: f.save(p, version=version), max_examples=20, version=version,
                      groups=True, meta=True)

@@ -98,9 +98,11 @@ def _packbits_flat(raw: Any, offsets: np.ndarray, lengths: np.ndarray, pixels: n
     if not np.array_equal(lengths, (pixels + 7) // 8):
         i = int(np.argmax(lengths != (pixels + 7) // 8))
         raise IIDCodecError(f"packbits payload of a {int(pixels[i])}-pixel mask must be {packed_size(int(pixels[i]))} bytes, got {int(lengths[i])}")
-    if offsets.size and not tight:
+    if offsets.size:
         lo, hi = int(offsets.min()), int((offsets + lengths).max())
-        if 2 * int(lengths.sum()) >= hi - lo:
+        # Back to back (version 2's payloads): the span is exactly the
+        # payloads, tight or not.
+        if (not tight and 2 * int(lengths.sum()) >= hi - lo) or int(lengths.sum()) == hi - lo:
             # Payloads packed closely (version 0 records: 12-byte heads between
             # them): unpack the whole span and skip the heads' bits, rather
             # than copying every payload first.

@@ -1,0 +1,350 @@
+"""Reading version 2: version 1's sections, stored in compressed blocks.
+
+A :class:`Reader2` reads the header and section table as version 1 does,
+then opens a :class:`~iidschema.blocked.BlockedSection` per blocked section
+(its block table checked against the header's CRC) and reads through a
+:class:`~iidschema.blocked.ContentSource`: the content of each section at a
+virtual base of its own.  IID records, groups and both indexes have their
+version-1 layouts in that content, so their parsers, the bulk walks and the
+index readers are version 1's.  What is new is read here: the columnar LUT
+(one block per :data:`~iidschema.schema.LUT_CHUNK2` entries, decoded with
+:func:`~iidschema.schema.planar_to_records`) and bare segment payloads (a
+segment is one region over its bbox, whose codec and length the LUT row
+gives).
+
+Integrity is checked per block (CRC32C of the stored block before it is
+decompressed, and its decompressed size), so records carry no CRC of their
+own.  Errors found in a section's content name the section and the file
+offset of the block holding it (the content offset is in the message).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, TypeVar
+
+import numpy as np
+
+from . import schema
+from .blocked import BlockedSection, ContentSource, _Cache
+from .errors import IIDFormatError, IIDLimitError
+from .model import Region, Regions, Segment
+from .reader import Reader1, _section_table, parse
+from .source import ByteSource
+
+__all__ = ["Reader2", "ROWS_DTYPE"]
+
+#: Decoded LUT rows: the stored fields (:data:`~iidschema.schema.LutEntry2`)
+#: and each record's offset in its section's content, computed from the
+#: chunk's bases and the lengths before it.
+ROWS_DTYPE = np.dtype(schema.LUT2_DTYPE.descr + [("iid_offset", "<u8"), ("seg_offset", "<u8")])
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: No codec needs more than a byte per pixel: a segment payload longer than
+#: its bbox's pixels plus this is refused before it is read (a blocked
+#: section could otherwise make a small file decompress to any size).
+PAYLOAD_SLACK = 64
+
+
+class _Sections(Mapping):
+    """name -> (virtual base, content length) of every section, the length of
+    a blocked section read (its head) only when asked for."""
+
+    def __init__(self, source: ContentSource):
+        self.source = source
+        self.index = {name: i for i, (name, _, _, _) in enumerate(source.sections)}
+
+    def __getitem__(self, name: str) -> tuple[int, int]:
+        i = self.index[name]
+        _, _, size, blocked = self.source.sections[i]
+        return self.source.base(i), (blocked.raw_length if blocked is not None else size)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+
+def _located(method: F) -> F:
+    """Report errors with file offsets (see :meth:`ContentSource.located`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Reader2", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except IIDFormatError as exc:
+            raise self.source.located(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Reader2(Reader1):
+    """Version 2 (see the module docstring).  ``source`` is the
+    :class:`~iidschema.blocked.ContentSource`; ``file_source`` the file."""
+
+    source: ContentSource
+
+    def __init__(self, source: ByteSource, header: Any):
+        self.file_source = source
+        self.version = header.version
+        self.rformat = header.rformat
+        self.count = header.entry_count
+        sections, self._crcs, self._unknown = _section_table(source, header)
+        cache = _Cache()
+        self._blocked: dict[str, BlockedSection] = {}
+        table: list[tuple[str, int, int, BlockedSection | None]] = []
+        for i, (name, (off, length)) in enumerate(sorted(sections.items(), key=lambda item: item[1][0])):
+            sid = next(k for k, v in schema.SectionId.NAMES.items() if v == name)
+            if sid in schema.BLOCKED_SECTIONS2:
+                # Nothing of it is read until it is used (open stays constant in N).
+                blocked = BlockedSection(source, name, off, length, self._crcs[name], cache, i)
+                self._blocked[name] = blocked
+                table.append((name, off, -1, blocked))
+            else:
+                table.append((name, off, length, None))
+        self.source = ContentSource(source, table)
+        self._sections = _Sections(self.source)
+        self._file_sections = sections
+        self._lut_checked = False
+        self._lut = None
+        self._chunks: dict[int, np.ndarray] = {}
+        self._verified_sections: set[str] = set()
+        self._groups_read: Any = None
+        self._spatial: Any = None
+        self._address: Any = None
+        self._blocks = {}
+        self._check_codecs()
+
+    # -- layout and checksums ----------------------------------------------
+
+    def sections(self) -> dict[str, tuple[int, int]]:
+        """Every known section: name -> (file offset, stored length)."""
+        return dict(self._file_sections)
+
+    def blocked(self, name: str) -> BlockedSection | None:
+        """The :class:`BlockedSection` of ``name`` (None for a plain section)."""
+        return self._blocked.get(name)
+
+    def section_bytes(self, name: str) -> Any:
+        """A plain section's bytes checked against its CRC, or a blocked
+        section's whole content (every block checked)."""
+        off, length = self._sections[name]
+        data = self.source.read(off, length, name)
+        if name not in self._blocked and name not in self._verified_sections:
+            from .reader import IIDChecksumError, crc32c
+
+            if crc32c(data) != self._crcs[name]:
+                raise IIDChecksumError(f"section {name!r} is damaged (checksum mismatch)", section=name,
+                                       offset=self._file_sections[name][0])
+            self._verified_sections.add(name)
+        return data
+
+    def checked_reader(self, name: str) -> Any:
+        base, size = self._sections[name]
+        source = self.source
+
+        def read(o: int, n: int) -> Any:
+            if o < base or n < 0 or o + n > base + size:
+                raise IIDFormatError(f"read [{o}, {o + n}) outside section {name!r}", section=name, offset=o)
+            return source.read(o, n, name)
+
+        return read
+
+    # -- LUT ----------------------------------------------------------------
+
+    def _check_lut(self) -> None:
+        if self._lut_checked:
+            return
+        lut = self._blocked["lut"]
+        if lut.raw_length != schema.lut2_size(self.count):
+            raise IIDFormatError(f"LUT holds {lut.raw_length} bytes, {self.count} entries need {schema.lut2_size(self.count)}",
+                                 section="lut", offset=lut.offset)
+        if self.count and lut.block_size != schema.LUT_CHUNK2_SIZE:
+            raise IIDFormatError(f"LUT blocks must be {schema.LUT_CHUNK2_SIZE} bytes (one chunk of "
+                                 f"{schema.LUT_CHUNK2} entries), not {lut.block_size}", section="lut", offset=lut.offset + 8)
+        self._lut_checked = True
+
+    def _chunk(self, c: int, block: bytes | None = None) -> np.ndarray:
+        """Chunk ``c`` of the LUT decoded (:data:`ROWS_DTYPE`) and kept."""
+        self._check_lut()
+        rows = self._chunks.get(c)
+        if rows is None:
+            self._chunks[c] = rows = decode_chunk(self._blocked["lut"].block(c) if block is None else block,
+                                                  min(schema.LUT_CHUNK2, self.count - c * schema.LUT_CHUNK2))
+        return rows
+
+    @property
+    def lut(self) -> np.ndarray:
+        """Every LUT row decoded (:data:`ROWS_DTYPE`: the stored fields and
+        each record's offset), a copy, not a view of the file."""
+        if self._lut is None:
+            keys = np.arange(self.count, dtype=np.int64)
+            self._lut = self._rows(keys) if self.count else np.zeros(0, ROWS_DTYPE)
+        return self._lut
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        """LUT rows of ``keys``: each chunk they touch decompressed and
+        decoded once (its block verified), then kept."""
+        self.source.ensure_open()
+        self._check_lut()
+        chunk = schema.LUT_CHUNK2
+        which = keys // chunk
+        chunks = np.unique(which).tolist()
+        missing = [c for c in chunks if c not in self._chunks]
+        if len(missing) > 1:  # neighbours in one read of the file, decompressed together
+            lo, hi = missing[0], missing[-1]
+            if hi - lo + 1 <= 2 * len(missing):
+                blocks = self._blocked["lut"].blocks(lo, hi, keep=False)
+                for c in missing:
+                    self._chunk(c, blocks[c - lo])
+        if len(chunks) == 1:
+            return self._chunk(chunks[0])[keys - chunks[0] * chunk]
+        if len(chunks) * chunk >= self.count and keys.size == self.count and self.count:
+            table = np.concatenate([self._chunk(c) for c in range(len(chunks))])
+            return table if keys[0] == 0 and (np.diff(keys) == 1).all() else table[keys]
+        rows = np.empty(keys.size, dtype=ROWS_DTYPE)
+        for c in chunks:
+            sel = which == c
+            rows[sel] = self._chunk(c)[keys[sel] - c * chunk]
+        return rows
+
+    def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        section = "iids" if kind == "iid" else "segs"
+        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
+            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+        rows = self._rows(keys)
+        rel = rows[f"{kind}_offset"]
+        length = rows[f"{kind}_length"].astype(np.uint64)
+        base, size = self._sections[section]
+        bad = (rel > size) | (length > np.uint64(size) - np.minimum(rel, np.uint64(size)))
+        if kind == "seg":
+            pixels = rows["height"].astype(np.uint64) * rows["width"].astype(np.uint64)
+            too_long = length > pixels + np.uint64(PAYLOAD_SLACK)
+            if too_long.any() and not bad.any():
+                i = int(np.argmax(too_long))
+                raise self._row_error(int(keys[i]), f"segment payload of {int(length[i])} bytes for a {int(pixels[i])}-pixel "
+                                      "bbox (no codec needs more than a byte per pixel)")
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise self._row_error(int(keys[i]), f"{kind} record [{int(rel[i])}, {int(rel[i]) + int(length[i])}) lies outside "
+                                  f"the {size}-byte content of the {section} section")
+        return base + rel.astype(np.int64), length.astype(np.int64), rows
+
+    def _row_error(self, key: int, message: str) -> IIDFormatError:
+        lut = self._blocked["lut"]
+        _, at = lut.where((key // schema.LUT_CHUNK2) * schema.LUT_CHUNK2_SIZE)
+        return IIDFormatError(f"LUT row {key}: {message}", section="lut", offset=at)
+
+    def _locate(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, list]:
+        offs, lens, rows = self._locate_rows(keys, kind)
+        if kind == "iid":
+            return offs, lens, [None] * keys.size
+        return offs, lens, [self._info(rows, i) for i in range(keys.size)]
+
+    def _info(self, rows: np.ndarray, i: int) -> Any:
+        row = rows[i]
+        minr, minc = int(row["minr"]), int(row["minc"])
+        return (None, minr, minc, minr + int(row["height"]), minc + int(row["width"]), int(row["area"]), int(row["codec"]))
+
+    def _verify_bulk(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: every block was verified when it was decompressed."""
+
+    def _verify(self, data: Any, key: int, kind: str, at: int, info: Any) -> None:
+        """Nothing to do: every block was verified when it was decompressed."""
+
+    def _check_bbox(self, key: int, minr: int, minc: int, maxr: int, maxc: int) -> None:
+        if maxr > schema.MAX_COORD_V1 or maxc > schema.MAX_COORD_V1:
+            raise self._row_error(key, f"bbox {(minr, minc, maxr, maxc)} reaches past the largest coordinate {schema.MAX_COORD_V1}")
+
+    def _parse_segment(self, data: Any, length: int, key: int, off: int, info: Any) -> Segment:
+        _, minr, minc, maxr, maxc, area, codec = info
+        self._check_bbox(key, minr, minc, maxr, maxc)
+        regions = Regions()
+        if maxr > minr and maxc > minc:
+            regions.append(Region.raw((minr, minc, maxr, maxc), codec, bytes(data)))
+        elif length:
+            raise self._row_error(key, f"an empty bbox {(minr, minc, maxr, maxc)} with a {length}-byte payload")
+        return Segment(key, (minr, minc, maxr, maxc), area, regions, components=False)
+
+    def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+        rows = self._rows(keys)
+        boxes = np.stack([rows["minr"], rows["minc"], rows["minr"].astype(np.int64) + rows["height"],
+                          rows["minc"].astype(np.int64) + rows["width"]], axis=1).astype(np.int64)
+        over = (boxes[:, 2] > schema.MAX_COORD_V1) | (boxes[:, 3] > schema.MAX_COORD_V1)
+        if over.any():
+            i = int(np.argmax(over))
+            self._check_bbox(int(keys[i]), *boxes[i].tolist())
+        return boxes, rows["area"].astype(np.int64)
+
+    # -- records, groups, meta, indexes: version 1's, errors located ---------
+
+    iids = _located(Reader1.iids)
+    segments = _located(Reader1.segments)
+    group_table = _located(Reader1.group_table)
+    group_keys = _located(Reader1.group_keys)
+    candidates = _located(Reader1.candidates)
+    lookup = _located(Reader1.lookup)
+
+    def _group_reader(self) -> Any:
+        if self._groups_read is None:
+            self._groups_read = self.checked_reader("groups")
+        return self._groups_read
+
+    def meta(self) -> Any:
+        off, _ = self._file_sections["meta"]
+        return parse(schema.Meta1, self.section_bytes("meta"), "meta", off)
+
+    def close(self) -> None:
+        self._chunks = {}
+        super().close()
+
+
+def decode_chunk(block: bytes, m: int) -> np.ndarray:
+    """A LUT chunk of ``m`` entries (its block's content) as :data:`ROWS_DTYPE`
+    rows: the byte-planar columns, and offsets from the chunk's bases."""
+    iid_base, seg_base = schema.LUT_CHUNK_HEAD2_FMT.unpack_from(block, 0)
+    stored = schema.planar_to_records(memoryview(block)[schema.LUT_CHUNK_HEAD2 :], m, schema.LUT2_DTYPE)
+    rows = np.empty(m, dtype=ROWS_DTYPE)
+    for name in schema.LUT2_DTYPE.names:
+        rows[name] = stored[name]
+    for name, base in (("iid", iid_base), ("seg", seg_base)):
+        lens = stored[f"{name}_length"].astype(np.uint64)
+        offs = rows[f"{name}_offset"]
+        offs[0:1] = base
+        if m > 1:
+            np.cumsum(lens[:-1], out=offs[1:])
+            offs[1:] += np.uint64(base)
+    return rows
+
+
+def segment_rows(rows: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> tuple:
+    """The bulk walk's columns (:func:`iidschema.bulk.segment_table`) of
+    version-2 segments: each one region over its bbox (none when the bbox is
+    empty), straight from the LUT rows; ``bad`` marks rows the one-record
+    parser must report."""
+    minr = rows["minr"].astype(np.int64)
+    minc = rows["minc"].astype(np.int64)
+    boxes = np.stack([minr, minc, minr + rows["height"], minc + rows["width"]], axis=1)
+    has = (rows["height"] > 0) & (rows["width"] > 0)
+    bad = (~has & (lens != 0)) | (boxes[:, 2] > schema.MAX_COORD_V1) | (boxes[:, 3] > schema.MAX_COORD_V1)
+    rseg = np.flatnonzero(has)
+    table = (rseg, boxes[rseg], rows["codec"].astype(np.int64)[rseg], rel[rseg], lens[rseg])
+    return boxes, rows["area"].astype(np.int64), table, bad
+
+
+def check_bulk_size(lens: np.ndarray, limit: int) -> None:
+    """Refuse a bulk read of records whose content exceeds ``limit`` bytes
+    before it is decompressed (:class:`IIDLimitError`)."""
+    total = int(lens.sum())
+    if total > limit:
+        raise IIDLimitError(f"these records hold {total} bytes once decompressed, above the limit of {limit} "
+                            "(iidschema.masks.MAX_MASK_PIXELS); read fewer keys at once, or raise the limit if you trust this file")
