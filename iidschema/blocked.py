@@ -198,6 +198,11 @@ class BlockedSection:
             bad |= sizes != raw
         ends = starts[:-1].astype(np.int64) + sizes[:-1]
         bad[1:] |= starts[1:].astype(np.int64) != ends
+        # The first block right after the table, the last one up to the end.
+        if first == 0:
+            bad[0] |= int(starts[0]) != self.table_size
+        if last == self._count - 1:
+            bad[-1] |= int(starts[-1]) + int(sizes[-1]) != self.length
         if bad.any():
             i = int(np.argmax(bad))
             raise IIDFormatError(f"section {self.name!r}: table row of block {first + i} is not valid (blocks lie back to back "
@@ -231,7 +236,18 @@ class BlockedSection:
             import zstandard
 
             try:
-                out = _decompressor().decompress(data, max_output_size=raw)
+                # The frame must declare its size, and that size must be the
+                # block's, before anything is allocated (zstd would otherwise
+                # allocate whatever a hostile frame header declares).
+                declared = zstandard.frame_content_size(data)
+                if declared != raw:
+                    raise IIDFormatError(f"section {self.name!r}: block {b} declares {declared} bytes of content, not {raw}"
+                                         if declared >= 0 else f"section {self.name!r}: block {b}'s zstd frame does not declare its size",
+                                         section=self.name, offset=at)
+                unpack = _decompressor().decompressobj()
+                out = unpack.decompress(data)
+                if unpack.unused_data or not unpack.eof:
+                    raise IIDFormatError(f"section {self.name!r}: block {b} is not exactly one zstd frame", section=self.name, offset=at)
             except zstandard.ZstdError as exc:
                 raise IIDFormatError(f"section {self.name!r}: block {b} is not a valid zstd frame ({exc})",
                                      section=self.name, offset=at) from None

@@ -45,7 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: No codec needs more than a byte per pixel: a segment payload longer than
 #: its bbox's pixels plus this is refused before it is read (a blocked
 #: section could otherwise make a small file decompress to any size).
-PAYLOAD_SLACK = 64
+PAYLOAD_SLACK = schema.PAYLOAD_SLACK2
 
 
 class _Sections(Mapping):
@@ -112,6 +112,9 @@ class Reader2(Reader1):
         self._sections = _Sections(self.source)
         self._file_sections = sections
         self._lut_checked = False
+        # The LUT's 20-byte head, now: the entry count in the header is
+        # trusted by every query, and this is what confirms it.
+        self._check_lut()
         self._lut = None
         self._chunks: dict[int, np.ndarray] = {}
         self._verified_sections: set[str] = set()
@@ -175,8 +178,14 @@ class Reader2(Reader1):
         self._check_lut()
         rows = self._chunks.get(c)
         if rows is None:
-            self._chunks[c] = rows = decode_chunk(self._blocked["lut"].block(c) if block is None else block,
-                                                  min(schema.LUT_CHUNK2, self.count - c * schema.LUT_CHUNK2))
+            lut = self._blocked["lut"]
+            try:
+                rows = decode_chunk(lut.block(c) if block is None else block, min(schema.LUT_CHUNK2, self.count - c * schema.LUT_CHUNK2))
+            except IIDFormatError as exc:
+                if exc.section is not None:
+                    raise
+                raise IIDFormatError(f"{exc.message} (chunk {c})", section="lut", offset=lut.where(c * schema.LUT_CHUNK2_SIZE)[1]) from None
+            self._chunks[c] = rows
         return rows
 
     @property
@@ -323,6 +332,9 @@ def decode_chunk(block: bytes, m: int) -> np.ndarray:
         if m > 1:
             np.cumsum(lens[:-1], out=offs[1:])
             offs[1:] += np.uint64(base)
+        # uint64 sums wrap: a wrapped offset would point back into the content.
+        if m and (int(offs[-1]) < base or (m > 1 and (offs[1:] < offs[:-1]).any())):
+            raise IIDFormatError(f"LUT chunk: {name} record offsets overflow 64 bits")
     return rows
 
 

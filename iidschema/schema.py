@@ -486,7 +486,7 @@ Header1 = Struct(
     "sections" / Array(this.section_count, SectionEntry1),
     "header_crc" / Int32ul,
 )
-HEADER1_FIXED_SIZE = HeaderFixed1.sizeof()  # 32
+HEADER1_FIXED_SIZE = HeaderFixed1.sizeof()  # 28
 
 
 def header1_size(section_count: int) -> int:
@@ -691,6 +691,10 @@ LutEntry2 = Struct(
     "codec" / Int16ul,
 )
 LUT_CHUNK_HEAD2 = LutChunkHead2.sizeof()  # 16
+#: A payload may be at most its bbox's pixel count plus this many bytes (no
+#: codec needs more than a byte per pixel), and none when the bbox is empty:
+#: a reader bounds what it decompresses for a record before reading it.
+PAYLOAD_SLACK2 = 64
 LUT2_ROW = LutEntry2.sizeof()  # 38
 #: Content bytes of a LUT chunk of LUT_CHUNK2 entries (the LUT's block size).
 LUT_CHUNK2_SIZE = LUT_CHUNK_HEAD2 + LUT_CHUNK2 * LUT2_ROW

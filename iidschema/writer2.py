@@ -41,9 +41,7 @@ BLOCK_SIZE = 1 << 15
 INDEX_BLOCK_SIZE = 1 << 12
 #: zstd level of every block.
 LEVEL = 9
-#: A payload may exceed its mask's pixel count by at most this many bytes
-#: (readers refuse longer ones, see :data:`iidschema.reader2.PAYLOAD_SLACK`).
-PAYLOAD_SLACK = 64
+PAYLOAD_SLACK = schema.PAYLOAD_SLACK2
 
 
 _GROUP_KEY = schema.GROUP_KEY0_DTYPE.itemsize
@@ -70,7 +68,8 @@ def _encode(masks: list[np.ndarray], codec: Any) -> tuple[list[bytes], np.ndarra
     if codec is None:
         payloads = [np.packbits(m, axis=None).tobytes() for m in masks]
     else:
-        payloads = [bytes(codec.encode(m)) for m in masks]
+        # An empty bbox has no payload, whatever a codec would make of it.
+        payloads = [bytes(codec.encode(m)) if m.size else b"" for m in masks]
     lens = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
     return payloads, lens
 
@@ -137,8 +136,9 @@ def write_v2(
             addresses += batch_addresses
         boxes = box_parts[-1]
         pixels = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        if (lens > pixels + PAYLOAD_SLACK).any():
-            i = int(np.argmax(lens > pixels + PAYLOAD_SLACK))
+        too_long = (lens > pixels + PAYLOAD_SLACK) | ((pixels == 0) & (lens > 0))
+        if too_long.any():
+            i = int(np.argmax(too_long))
             raise IIDCodecError(f"codec {codec_id} made a {int(lens[i])}-byte payload for a {int(pixels[i])}-pixel mask "
                                 f"(entry {done + i}); version 2 allows at most a byte per pixel plus {PAYLOAD_SLACK}")
         seg_chunks.extend(payloads if isinstance(payloads, list) else [payloads])
