@@ -10,9 +10,13 @@
   and counts precisely.
 * :func:`mutate` -- apply mutations (bit flips, byte overwrites, inserts,
   deletes, truncation, field overwrites with huge values).
-* :func:`fix_checksums` -- recompute every CRC of a (mutated) version-1 file
-  where the structure still allows it, so that mutations get past the
-  checksums into the parsers.
+* :func:`fix_checksums` -- recompute every CRC of a (mutated) version-1 or
+  version-2 file where the structure still allows it, so that mutations get
+  past the checksums into the parsers.
+* :func:`mutate_content` -- version 2: mutate the *decompressed* content of
+  one block of a section and write the file again around it, so that the
+  parsers behind the compression (LUT columns, records, groups, indexes) are
+  fuzzed too, not only the zstd frames and their CRCs.
 * :func:`read_everything` -- the oracle: open, fetch everything, decode
   every mask, read metadata and groups, run point / box / address queries.
 """
@@ -127,6 +131,8 @@ def field_map(data: bytes) -> list[Field]:
             _map_v0(data, out)
         elif version == 1:
             _map_v1(data, out)
+        elif version == 2:
+            _map_v2(data, out)
     except (struct.error, ValueError, IndexError, KeyError, iidschema.IIDError):
         pass
     return [f for f in out if 0 <= f.offset and f.offset + f.size <= len(data)]
@@ -224,6 +230,27 @@ def _map_v1(data: bytes, out: list[Field]) -> None:
             out.append(Field(off + hs + 4 * i, 4, f"address.bucket[{i}]"))
 
 
+_BLOCKED_HEAD2 = _leaves(schema.dtype_of(schema.BlockedHead2))
+_BLOCK_REF2 = _leaves(schema.dtype_of(schema.BlockRef2))
+
+
+def _map_v2(data: bytes, out: list[Field]) -> None:
+    """Version 2: the header and section table as version 1; each blocked
+    section's head and its first block table rows."""
+    _add(out, _HEADER1, 0, "header")
+    hsize, secs = _sections_v1(data)
+    for sid, (off, length, at) in secs.items():
+        _add(out, _SECTION1, at, f"section[{sid}]")
+        if sid in schema.BLOCKED_SECTIONS2 and length >= schema.BLOCKED_HEAD2_SIZE:
+            name = schema.SectionId.NAMES[sid]
+            _add(out, _BLOCKED_HEAD2, off, f"{name}.head")
+            count = _u32(data, off + 16)
+            ref = schema.BLOCK_REF2_DTYPE.itemsize
+            for b in range(min(count, 4)):
+                _add(out, _BLOCK_REF2, off + schema.BLOCKED_HEAD2_SIZE + b * ref, f"{name}.block[{b}]")
+    out.append(Field(hsize - 4, 4, "header.header_crc"))
+
+
 # --------------------------------------------------------------------------
 # Mutations
 # --------------------------------------------------------------------------
@@ -288,15 +315,98 @@ def _crc(data: Any) -> int:
 def fix_checksums(data: bytes) -> bytes:
     """Recompute the CRCs of a version-1 file where its structure allows:
     record CRCs in the LUT, LUT block CRCs, index block CRCs, section CRCs,
-    the header CRC (innermost first).  Anything else is returned unchanged."""
-    if len(data) < schema.HEADER1_FIXED_SIZE or _u32(data, 0) != 1:
+    the header CRC (innermost first); of a version-2 file: every block's
+    CRC in its table row, the heads' CRCs, plain sections' CRCs and the
+    header CRC.  Anything else is returned unchanged."""
+    if len(data) < schema.HEADER1_FIXED_SIZE or _u32(data, 0) not in (1, 2):
         return data
     buf = bytearray(data)
     try:
-        _fix(buf)
+        (_fix if _u32(data, 0) == 1 else _fix_v2)(buf)
     except (struct.error, ValueError, IndexError, OverflowError):
         pass
     return bytes(buf)
+
+
+def _fix_v2(buf: bytearray) -> None:
+    hsize, secs = _sections_v1(bytes(buf))
+    if not secs:
+        return
+    crc_off = dict((n, o) for n, o, _ in _SECTION1)["crc"]
+    head = schema.BLOCKED_HEAD2_SIZE
+    ref = schema.BLOCK_REF2_DTYPE.itemsize
+    for sid, (off, length, at) in secs.items():
+        if not _inside(buf, off, length):
+            continue
+        if sid in schema.BLOCKED_SECTIONS2 and length >= head:
+            count = _u32(buf, off + 16)
+            for b in range(min(count, (length - head) // ref)):
+                row = off + head + b * ref
+                start, size = struct.unpack_from("<QI", buf, row)
+                if start + size <= length:
+                    _U32.pack_into(buf, row + 12, _crc(buf[off + start : off + start + size]))
+            _U32.pack_into(buf, at + crc_off, _crc(buf[off : off + head]))
+        else:
+            _U32.pack_into(buf, at + crc_off, _crc(buf[off : off + length]))
+    _U32.pack_into(buf, hsize - 4, _crc(buf[: hsize - 4]))
+
+
+def mutate_content(data: bytes, section: str, block: int, ops: Sequence[tuple]) -> bytes:
+    """Version 2: apply ``ops`` (as :func:`apply`) to the decompressed content
+    of ``block`` (modulo the block count) of blocked ``section``, compress it
+    again, and write the file with that section rebuilt (its table, the
+    sections after it moved, every CRC correct).  A file or section this
+    cannot take apart is returned unchanged."""
+    from iidschema.blocked import compress_section
+
+    try:
+        with iidschema.IIDFile(bytes(data)) as f:
+            reader = f._reader
+            blocked = reader.blocked(section) if reader.version == 2 else None
+            if blocked is None or not blocked.count:
+                return data
+            b = block % blocked.count
+            blocks = blocked.blocks(0, blocked.count - 1, keep=False)
+            size, element = blocked.block_size, blocked.shuffle
+    except iidschema.IIDError:
+        return data
+    content = blocks[b]
+    for op in ops:
+        content = apply(content, op)
+    # Blocks keep their size except the changed one, which is compressed on
+    # its own (its length may change: the table rows say where it lies).
+    parts = [compress_section([raw], max(len(raw), 1), 3, 1, element)[1:] for raw in blocks[:b] + [content] + blocks[b + 1 :]]
+    stored = [p[0] if p else b"" for p in parts]
+    raw_sizes = [len(x) for x in blocks[:b]] + [len(content)] + [len(x) for x in blocks[b + 1 :]]
+    if any(r != size for r in raw_sizes[:-1]):
+        size = max(raw_sizes)  # the changed block no longer fits the grid: a reader must refuse the file
+    head = schema.BLOCKED_HEAD2.pack(sum(raw_sizes), size, schema.BLOCK_ZSTD, element, len(stored))
+    table = bytearray()
+    at = len(head) + len(stored) * schema.BLOCK_REF2_DTYPE.itemsize
+    for z in stored:
+        table += struct.pack("<QII", at, len(z), _crc(z))
+        at += len(z)
+    sid = next(k for k, v in schema.SectionId.NAMES.items() if v == section)
+    return _replace_section(data, sid, head + bytes(table) + b"".join(stored))
+
+
+def _replace_section(data: bytes, sid: int, new: bytes) -> bytes:
+    """``data`` with section ``sid``'s bytes replaced by ``new``; every
+    section is laid out again in file order and the CRCs fixed."""
+    hsize, secs = _sections_v1(data)
+    order = sorted(secs.items(), key=lambda item: item[1][0])
+    buf = bytearray(data[:hsize])
+    pos = hsize
+    for s_id, (off, length, at) in order:
+        body = new if s_id == sid else data[off : off + length]
+        pos += (-pos) % 8
+        buf += b"\0" * (pos - len(buf))
+        struct.pack_into("<QQ", buf, at + 8, pos, len(body))
+        buf += body
+        pos += len(body)
+    return fix_checksums(bytes(buf))
+
+
 
 
 def _inside(buf: bytearray, off: int, length: int) -> bool:
@@ -421,8 +531,8 @@ def _build(version: int, n: int, rng: np.random.Generator, offset: int = 0, code
     f.meta.data = {"image": {"height": 480, "width": 640}, "note": "\u00e9t\u00e9 \U0001f332", "nested": [1, [2, {"x": None}]]}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "seed.iid")
-        if version == 1:
-            f.save(path, version=1, codec=codec)
+        if version >= 1:
+            f.save(path, version=version, codec=codec)
         else:
             f.save(path, version=0)
         f.close()
@@ -444,4 +554,10 @@ def seed_files(include_corpus: bool = True) -> dict[str, bytes]:
     out["v1-gen-70"] = _build(1, 70, rng, codec="auto")
     out["v1-gen-empty"] = _build(1, 0, rng)
     out["v1-gen-big-zstd"] = _build(1, 3, rng, codec="zstd", big=True)
+    for codec in ("auto", "rle", "zstd"):
+        out[f"v2-gen-{codec}"] = _build(2, 6, rng, codec=codec)
+    out["v2-gen-wide"] = _build(2, 4, rng, offset=70000)
+    out["v2-gen-1100"] = _build(2, 1100, rng)  # two LUT chunks
+    out["v2-gen-empty"] = _build(2, 0, rng)
+    out["v2-gen-big"] = _build(2, 3, rng, big=True)
     return out

@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 
 import iidschema
 import iidschema.masks
+from iidschema import schema
 from iidschema.strategies import file_bytes
 from iidschema.validate import validate
 
@@ -52,7 +53,7 @@ import iidfuzz  # noqa: E402
 TIME_LIMIT = float(os.environ.get("IIDSCHEMA_FUZZ_TIME_LIMIT", 10))
 MEMORY_LIMIT = 64 * 2**20
 MASK_LIMIT = 2**22
-CI_EXAMPLES = {"read": 120, "validate": 80}
+CI_EXAMPLES = {"read": 120, "validate": 80, "content": 120}
 LONG_EXAMPLES = int(os.environ.get("IIDSCHEMA_FUZZ_EXAMPLES", "10000"))
 
 SEEDS = iidfuzz.seed_files()
@@ -126,7 +127,7 @@ def _ops(data: bytes) -> st.SearchStrategy[tuple]:
 @st.composite
 def mutated_files(draw: Any) -> tuple[str, bytes]:
     """(description, mutated bytes)."""
-    source = draw(st.sampled_from(("seed", "seed", "seed", "fresh-v0", "fresh-v1")))
+    source = draw(st.sampled_from(("seed", "seed", "seed", "fresh-v0", "fresh-v1", "fresh-v2")))
     if source == "seed":
         name = draw(st.sampled_from(SEED_NAMES))
         base = SEEDS[name]
@@ -134,9 +135,31 @@ def mutated_files(draw: Any) -> tuple[str, bytes]:
         name = source
         base = draw(file_bytes(version=int(source[-1]), max_entries=3, max_side=12))
     ops = draw(st.lists(_ops(base), min_size=1, max_size=4))
-    fix = iidfuzz._u32(base, 0) == 1 and draw(st.booleans())
+    fix = iidfuzz._u32(base, 0) in (1, 2) and draw(st.booleans())
     shown = [op if op[0] != "field" else ("field", op[1].name, op[2]) for op in ops]
     return f"{name} {shown} fix_checksums={fix}", iidfuzz.mutate(base, ops, fix)
+
+
+V2_SEEDS = [name for name in SEED_NAMES if name.startswith("v2-") and name != "v2-gen-empty"]
+CONTENT_OPS = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 2**16), st.integers(0, 7)),
+    st.tuples(st.just("byte"), st.integers(0, 2**16), st.integers(0, 255)),
+    st.tuples(st.just("insert"), st.integers(0, 2**16), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), st.integers(0, 2**16), st.integers(1, 8)),
+    st.tuples(st.just("truncate"), st.integers(0, 2**16)),
+    st.tuples(st.just("copy"), st.integers(0, 2**16), st.integers(0, 2**16), st.integers(1, 32)),
+)
+
+
+@st.composite
+def content_mutated_files(draw: Any) -> tuple[str, bytes]:
+    """Version 2: (description, a file whose section content was mutated
+    behind its compression, with every block and CRC valid again)."""
+    name = draw(st.sampled_from(V2_SEEDS))
+    section = draw(st.sampled_from(sorted(schema.SectionId.NAMES[s] for s in schema.BLOCKED_SECTIONS2)))
+    block = draw(st.integers(0, 3))
+    ops = draw(st.lists(CONTENT_OPS, min_size=1, max_size=3))
+    return f"{name} content of {section} block {block}: {ops}", iidfuzz.mutate_content(SEEDS[name], section, block, ops)
 
 
 # --------------------------------------------------------------------------
@@ -201,10 +224,46 @@ def test_validate_agrees_with_reader(case: tuple[str, bytes]) -> None:
     check_validate_agrees(*case)
 
 
+@_settings(CI_EXAMPLES["content"], ci=True)
+@given(content_mutated_files())
+def test_mutated_v2_contents_read_or_raise_iiderror(case: tuple[str, bytes]) -> None:
+    check_reads_or_raises(*case)
+
+
+@_settings(CI_EXAMPLES["content"] // 2, ci=True)
+@given(content_mutated_files())
+def test_validate_agrees_with_reader_on_mutated_v2_contents(case: tuple[str, bytes]) -> None:
+    check_validate_agrees(*case)
+
+
+def test_content_mutation_gets_behind_the_compression() -> None:
+    """A mutated LUT chunk reaches the LUT parser: the file is still sound
+    as a container (every block decompresses, every CRC matches)."""
+    data = SEEDS["v2-gen-auto"]
+    assert iidfuzz.mutate_content(data, "lut", 0, []) != b""
+    same = iidfuzz.mutate_content(data, "segs", 0, [])
+    assert iidfuzz.read_everything(same) == iidfuzz.read_everything(data)
+    # area of entry 0 (byte-planar: its low byte is at 16 + 16 * count... of the
+    # chunk's columns): overwrite the whole area column's first plane
+    count = 6
+    area_plane = schema.LUT_CHUNK_HEAD2 + 4 * 4 * count
+    changed = iidfuzz.mutate_content(data, "lut", 0, [("byte", area_plane, 200)])
+    with iidschema.IIDFile(changed) as f:
+        assert f.fetch(keys=[0])[0].seg.area == 200
+    assert "IID050" in {f.code for f in validate(changed)}
+
+
 @pytest.mark.slow
 @_settings(LONG_EXAMPLES, ci=False)
 @given(mutated_files())
 def test_long_campaign_read(case: tuple[str, bytes]) -> None:
+    check_reads_or_raises(*case)
+
+
+@pytest.mark.slow
+@_settings(LONG_EXAMPLES, ci=False)
+@given(content_mutated_files())
+def test_long_campaign_v2_contents(case: tuple[str, bytes]) -> None:
     check_reads_or_raises(*case)
 
 
