@@ -24,6 +24,7 @@ the compression (``zstandard``).
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,7 @@ class _Cache:
 
 
 _local = threading.local()
+_REF = struct.Struct(schema.format_of(schema.BlockRef2))
 
 
 def _decompressor() -> Any:
@@ -184,6 +186,10 @@ class BlockedSection:
         after the table and inside the section, a stored block exactly its
         content size, and neighbours back to back."""
         self._load()
+        if first == last:
+            if not self.have[first]:
+                self._ref(first)
+            return
         if self.have[first : last + 1].all():
             return
         ref = schema.BLOCK_REF2_DTYPE
@@ -213,6 +219,26 @@ class BlockedSection:
             self.sizes[first : last + 1] = sizes
             self.crcs[first : last + 1] = rows["crc"]
             self.have[first : last + 1] = True
+
+    def _ref(self, b: int) -> None:
+        """:meth:`refs` of one block, without numpy (a random read's case)."""
+        ref = schema.BLOCK_REF2_DTYPE.itemsize
+        at = self.offset + schema.BLOCKED_HEAD2_SIZE + b * ref
+        start, size, crc = _REF.unpack(self.source.read(at, ref, self.name))
+        ok = self.table_size <= start and start + size <= self.length
+        if self.compression == schema.BLOCK_STORED:
+            ok &= size == self.raw_size(b)
+        if b == 0:
+            ok &= start == self.table_size
+        if b == self._count - 1:
+            ok &= start + size == self.length
+        if not ok:
+            raise IIDFormatError(f"section {self.name!r}: table row of block {b} is not valid (blocks lie back to back "
+                                 "after the table, inside the section; a stored block holds exactly its content)",
+                                 section=self.name, offset=at)
+        with self._lock:
+            self.starts[b], self.sizes[b], self.crcs[b] = start, size, crc
+            self.have[b] = True
 
     def where(self, logical: int) -> tuple[int, int]:
         """(block, file offset of its stored bytes, or of the section when its
@@ -244,10 +270,8 @@ class BlockedSection:
                     raise IIDFormatError(f"section {self.name!r}: block {b} declares {declared} bytes of content, not {raw}"
                                          if declared >= 0 else f"section {self.name!r}: block {b}'s zstd frame does not declare its size",
                                          section=self.name, offset=at)
-                unpack = _decompressor().decompressobj()
-                out = unpack.decompress(data)
-                if unpack.unused_data or not unpack.eof:
-                    raise IIDFormatError(f"section {self.name!r}: block {b} is not exactly one zstd frame", section=self.name, offset=at)
+                # One frame and nothing after it (zstandard >= 0.22).
+                out = _decompressor().decompress(data, max_output_size=raw, allow_extra_data=False)
             except zstandard.ZstdError as exc:
                 raise IIDFormatError(f"section {self.name!r}: block {b} is not a valid zstd frame ({exc})",
                                      section=self.name, offset=at) from None

@@ -39,8 +39,15 @@ __all__ = ["Reader2", "ROWS_DTYPE"]
 #: and each record's offset in its section's content, computed from the
 #: chunk's bases and the lengths before it.
 ROWS_DTYPE = np.dtype(schema.LUT2_DTYPE.descr + [("iid_offset", "<u8"), ("seg_offset", "<u8")])
+assert all(ROWS_DTYPE.fields[n][1] == schema.LUT2_DTYPE.fields[n][1] for n in schema.LUT2_DTYPE.names)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Up to this many keys, :meth:`Reader2._rows` decodes their rows alone
+#: instead of their whole chunks.
+SPARSE_ROWS = 64
+#: Rows decoded alone that a reader keeps.
+SPARSE_KEEP = 1 << 16
 
 #: No codec needs more than a byte per pixel: a segment payload longer than
 #: its bbox's pixels plus this is refused before it is read (a blocked
@@ -117,6 +124,7 @@ class Reader2(Reader1):
         self._check_lut()
         self._lut = None
         self._chunks: dict[int, np.ndarray] = {}
+        self._sparse: dict[int, np.void] = {}  # rows decoded alone (an IID and a segment read need the same row)
         self._verified_sections: set[str] = set()
         self._groups_read: Any = None
         self._spatial: Any = None
@@ -173,19 +181,25 @@ class Reader2(Reader1):
                                  f"{schema.LUT_CHUNK2} entries), not {lut.block_size}", section="lut", offset=lut.offset + 8)
         self._lut_checked = True
 
+    def _decode(self, c: int, block: bytes | None = None, idx: np.ndarray | None = None) -> np.ndarray:
+        """Chunk ``c`` of the LUT decoded (rows ``idx`` of it only, when
+        given), errors located at its block."""
+        lut = self._blocked["lut"]
+        m = min(schema.LUT_CHUNK2, self.count - c * schema.LUT_CHUNK2)
+        try:
+            data = lut.block(c) if block is None else block
+            return decode_chunk(data, m) if idx is None else decode_rows(data, m, idx)
+        except IIDFormatError as exc:
+            if exc.section is not None:
+                raise
+            raise IIDFormatError(f"{exc.message} (chunk {c})", section="lut", offset=lut.where(c * schema.LUT_CHUNK2_SIZE)[1]) from None
+
     def _chunk(self, c: int, block: bytes | None = None) -> np.ndarray:
         """Chunk ``c`` of the LUT decoded (:data:`ROWS_DTYPE`) and kept."""
         self._check_lut()
         rows = self._chunks.get(c)
         if rows is None:
-            lut = self._blocked["lut"]
-            try:
-                rows = decode_chunk(lut.block(c) if block is None else block, min(schema.LUT_CHUNK2, self.count - c * schema.LUT_CHUNK2))
-            except IIDFormatError as exc:
-                if exc.section is not None:
-                    raise
-                raise IIDFormatError(f"{exc.message} (chunk {c})", section="lut", offset=lut.where(c * schema.LUT_CHUNK2_SIZE)[1]) from None
-            self._chunks[c] = rows
+            rows = self._chunks[c] = self._decode(c, block)
         return rows
 
     @property
@@ -203,6 +217,23 @@ class Reader2(Reader1):
         self.source.ensure_open()
         self._check_lut()
         chunk = schema.LUT_CHUNK2
+        if keys.size <= SPARSE_ROWS:
+            # A few keys (a random read, a small group): their rows only, from
+            # the chunks' blocks (cached), not every row of every chunk.
+            rows = np.empty(keys.size, dtype=ROWS_DTYPE)
+            for i, key in enumerate(keys.tolist()):
+                c, j = divmod(key, chunk)
+                done = self._chunks.get(c)
+                if done is not None:
+                    rows[i] = done[j]
+                    continue
+                row = self._sparse.get(key)
+                if row is None:
+                    if len(self._sparse) >= SPARSE_KEEP:
+                        self._sparse.clear()
+                    row = self._sparse[key] = self._decode(c, idx=np.array([j]))[0]
+                rows[i] = row
+            return rows
         which = keys // chunk
         chunks = np.unique(which).tolist()
         missing = [c for c in chunks if c not in self._chunks]
@@ -210,6 +241,15 @@ class Reader2(Reader1):
             lo, hi = missing[0], missing[-1]
             if hi - lo + 1 <= 2 * len(missing):
                 blocks = self._blocked["lut"].blocks(lo, hi, keep=False)
+                full = [c for c in missing if (c + 1) * chunk <= self.count]
+                if len(full) > 1:  # whole chunks decoded together: a numpy pass per field, not per chunk
+                    try:
+                        rows = decode_chunks([blocks[c - lo] for c in full])
+                    except IIDFormatError:
+                        pass  # one chunk at a time below, for a message naming it
+                    else:
+                        for i, c in enumerate(full):
+                            self._chunks[c] = rows[i]
                 for c in missing:
                     self._chunk(c, blocks[c - lo])
         if len(chunks) == 1:
@@ -313,27 +353,66 @@ class Reader2(Reader1):
         return parse(schema.Meta1, self.section_bytes("meta"), "meta", off)
 
     def close(self) -> None:
-        self._chunks = {}
+        self._chunks, self._sparse = {}, {}
         super().close()
+
+
+def decode_rows(block: bytes, m: int, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a LUT chunk of ``m`` entries: their bytes gathered from
+    the byte-planar columns, and their offsets from the chunk's bases and
+    the two length columns (the only ones read whole)."""
+    u8 = np.frombuffer(block, dtype=np.uint8, count=schema.LUT_CHUNK_HEAD2 + m * schema.LUT2_ROW)
+    bases = schema.LUT_CHUNK_HEAD2_FMT.unpack_from(block, 0)
+    rows = np.empty(idx.size, dtype=ROWS_DTYPE)
+    pos = schema.LUT_CHUNK_HEAD2
+    for name in schema.LUT2_DTYPE.names:
+        ft = schema.LUT2_DTYPE.fields[name][0]
+        n = ft.itemsize
+        planes = u8[pos : pos + n * m].reshape(n, m)
+        if name in ("iid_length", "seg_length"):
+            column = np.ascontiguousarray(planes.T).view(ft).reshape(m).astype(np.uint64)
+            rows[name] = column[idx]
+            ends = np.cumsum(column)
+            if m and ((ends[1:] < ends[:-1]).any() or int(ends[-1]) + bases[name == "seg_length"] >= 2**64):
+                raise IIDFormatError(f"LUT chunk: {name[:3]} record offsets overflow 64 bits")
+            rows[f"{name[:3]}_offset"] = ends[idx] - column[idx] + np.uint64(bases[name == "seg_length"])
+        else:
+            rows[name] = np.ascontiguousarray(planes[:, idx].T).view(ft).reshape(idx.size)
+        pos += n * m
+    return rows
 
 
 def decode_chunk(block: bytes, m: int) -> np.ndarray:
     """A LUT chunk of ``m`` entries (its block's content) as :data:`ROWS_DTYPE`
     rows: the byte-planar columns, and offsets from the chunk's bases."""
-    iid_base, seg_base = schema.LUT_CHUNK_HEAD2_FMT.unpack_from(block, 0)
-    stored = schema.planar_to_records(memoryview(block)[schema.LUT_CHUNK_HEAD2 :], m, schema.LUT2_DTYPE)
-    rows = np.empty(m, dtype=ROWS_DTYPE)
+    return decode_chunks([block], m)[0]
+
+
+def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2) -> np.ndarray:
+    """LUT chunks of ``m`` entries each (whole chunks, or the last one alone)
+    decoded together: ``(chunks, m)`` :data:`ROWS_DTYPE` rows -- the
+    byte-planar columns, and record offsets from each chunk's bases."""
+    size = schema.LUT_CHUNK_HEAD2 + m * schema.LUT2_ROW
+    nb = len(blocks)
+    u8 = np.frombuffer(blocks[0] if nb == 1 else b"".join(blocks), dtype=np.uint8).reshape(nb, size)
+    heads = u8[:, : schema.LUT_CHUNK_HEAD2].copy().view("<u8")  # (chunks, 2): iid_base, seg_base
+    rows = np.empty((nb, m), dtype=ROWS_DTYPE)
+    pos = schema.LUT_CHUNK_HEAD2
     for name in schema.LUT2_DTYPE.names:
-        rows[name] = stored[name]
-    for name, base in (("iid", iid_base), ("seg", seg_base)):
-        lens = stored[f"{name}_length"].astype(np.uint64)
+        ft = schema.LUT2_DTYPE.fields[name][0]
+        n = ft.itemsize
+        # The planes of every chunk made contiguous values, then one typed
+        # (strided) store: far cheaper than storing byte by byte.
+        planes = u8[:, pos : pos + n * m].reshape(nb, n, m)
+        rows[name] = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(ft).reshape(nb, m)
+        pos += n * m
+    for k, name in enumerate(("iid", "seg")):
+        lens = rows[f"{name}_length"].astype(np.uint64)
         offs = rows[f"{name}_offset"]
-        offs[0:1] = base
-        if m > 1:
-            np.cumsum(lens[:-1], out=offs[1:])
-            offs[1:] += np.uint64(base)
-        # uint64 sums wrap: a wrapped offset would point back into the content.
-        if m and (int(offs[-1]) < base or (m > 1 and (offs[1:] < offs[:-1]).any())):
+        offs[:, 0] = heads[:, k]
+        np.cumsum(lens[:, :-1], axis=1, out=offs[:, 1:])
+        offs[:, 1:] += heads[:, k : k + 1]
+        if (offs[:, -1] < heads[:, k]).any() or (offs[:, 1:] < offs[:, :-1]).any():
             raise IIDFormatError(f"LUT chunk: {name} record offsets overflow 64 bits")
     return rows
 
