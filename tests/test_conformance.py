@@ -100,13 +100,14 @@ def test_entries(corpus_case):
             assert (int(row["seg"]["offset"]), int(row["seg"]["length"])) == (x["seg_bufloc"]["offset"], x["seg_bufloc"]["length"])
 
 
-def test_content_survives_a_round_trip_through_version_1(corpus_case, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_content_survives_a_round_trip_through_a_newer_version(corpus_case, tmp_path, version):
     exp = _expected(corpus_case)
-    p1 = tmp_path / "v1.iid"
+    p1 = tmp_path / f"v{version}.iid"
     with IIDFile(corpus_case) as f:
-        f.save(p1, version=1)
+        f.save(p1, version=version)
     with IIDFile(p1) as g:
-        assert g.version == 1
+        assert g.version == version
         _check_entries(g, exp)
         assert {n: g.groups.keys(n).tolist() for n in g.groups.list()} == exp["groups"]
         assert g.meta.data == exp["meta"]
@@ -185,6 +186,18 @@ def test_resave_v0_is_byte_identical(corpus_case, tmp_path, fetch_first):
     assert new == _normalise_groups(data)
     # The file we read from is untouched.
     assert _sha(corpus_case.read_bytes()) == exp["sha256"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_v0_through_a_newer_version_and_back_is_byte_identical(corpus_case, tmp_path, version):
+    """Nothing iidfile wrote is lost in a newer version: saved as version 1
+    or 2 and back as version 0, the bytes are the (group-normalised) file."""
+    newer, back = tmp_path / "newer.iid", tmp_path / "back.iid"
+    with IIDFile(corpus_case) as f:
+        f.save(newer, version=version)
+    with IIDFile(newer) as g:
+        g.save(back, version=0)
+    assert back.read_bytes() == _normalise_groups(corpus_case.read_bytes())
 
 
 def test_rebuild_from_scratch_gives_the_same_bytes(corpus_case, tmp_path):
