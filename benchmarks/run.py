@@ -6,8 +6,8 @@ ways to store the same masks.
 
 For each N it generates a deterministic workload (``workload.py``), then
 measures, each in its own subprocess (``_task.py``, with a timeout), for
-iidschema (format version 0 and version 1 ``codec="auto"``) and for iidfile
-0.2.0 on the same data: add+save, file size, open, fetch everything (and
+iidschema (format version 0, version 1 and version 2, each saved with
+``codec="auto"``) and for iidfile 0.2.0 on the same data: add+save, file size, open, fetch everything (and
 decode every mask), fetch one tiny group, fetch 50 keys, look_for 20
 addresses, filter by area, at() for 100 points, region() for 20 boxes,
 overlap_graph, and the peak memory of open and fetch-everything.  The median
@@ -45,7 +45,9 @@ sys.path.insert(0, HERE)
 
 import workload as W  # noqa: E402
 
-LIBS = [("iidschema", 0), ("iidschema", 1), ("iidfile", None)]
+LIBS = [("iidschema", 0), ("iidschema", 1), ("iidschema", 2), ("iidfile", None)]
+#: The iidschema format versions measured; their keys in the results are ``iidschema-v<version>``.
+VERSIONS = [v for lib, v in LIBS if lib == "iidschema"]
 QUERY_OPS = ["open", "fetch_all", "masks_all", "fetch_tiny", "fetch_keys50", "look_for20", "filter_area", "at100", "region20", "overlap_graph"]
 OP_TITLES = {
     "add_save": "add + save",
@@ -479,17 +481,24 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"## N = {fmt_n(n)} segments (image {res['side']} x {res['side']}, "
                      f"{fmt_bytes(res['mask_pixels'])} of decoded mask pixels)")
         lines.append("")
-        lines.append("| operation | iidschema v0 | iidschema v1 | iidfile 0.2.0 | v0 / iidfile | v1 / iidfile | v1 bytes read (query) |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        # Bytes read by each query (through a CountingSource), for versions 1 and up.
+        counted = [v for v in VERSIONS if v >= 1]
+        lines.append("| operation | " + " | ".join(f"iidschema v{v}" for v in VERSIONS) + " | iidfile 0.2.0 | "
+                     + " | ".join(f"v{v} / iidfile" for v in VERSIONS) + " | "
+                     + " | ".join(f"v{v} bytes read (query)" for v in counted) + " |")
+        lines.append("|---|" + "---:|" * (2 * len(VERSIONS) + 1 + len(counted)))
         ops = res["ops"]
-        v0, v1, peer = ops.get("iidschema-v0", {}), ops.get("iidschema-v1", {}), ops.get("iidfile", {})
+        vops = {v: ops.get(f"iidschema-v{v}", {}) for v in VERSIONS}
+        peer = ops.get("iidfile", {})
         for op in ["add_save", "add", "save", "add_many_save"] + QUERY_OPS:
             src_op = "add_save" if op in ("add", "save") else op
             key = op if op in ("add", "save") else "median"
-            a, b, c = v0.get(src_op), v1.get(src_op), peer.get(src_op)
-            nbytes = b.get("bytes", {}).get("query") if b and op not in ("add", "save") else None
-            lines.append(f"| {OP_TITLES[op]} | {_cell(a, key)} | {_cell(b, key)} | {_cell(c, key)} | "
-                         f"{_ratio(a, c, key)} | {_ratio(b, c, key)} | {fmt_bytes(nbytes) if nbytes is not None else ''} |")
+            mine = {v: vops[v].get(src_op) for v in VERSIONS}
+            c = peer.get(src_op)
+            nbytes = [mine[v].get("bytes", {}).get("query") if mine[v] and op not in ("add", "save") else None for v in counted]
+            lines.append(f"| {OP_TITLES[op]} | " + " | ".join(_cell(mine[v], key) for v in VERSIONS) + f" | {_cell(c, key)} | "
+                         + " | ".join(_ratio(mine[v], c, key) for v in VERSIONS) + " | "
+                         + " | ".join(fmt_bytes(nb) if nb is not None else "" for nb in nbytes) + " |")
             for lk, r in (("iidfile", c),):
                 if r and "skipped" in r and op not in ("add", "save"):
                     note = f"N={fmt_n(n)} {lk}: {r['skipped']}" if "--peer-max-n" in r["skipped"] else \
@@ -503,10 +512,12 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append("")
         sizes = res.get("sizes", {})
         if sizes:
-            lines.append("| storage | bytes | iidschema v1 size / this |")
-            lines.append("|---|---:|---:|")
-            v1s = sizes.get("iidschema-v1")
-            names = [("iidschema-v1", "iidschema v1, codec auto"), ("iidschema-v0", "iidschema v0 (= iidfile layout)"),
+            lines.append("| storage | bytes | B/entry | this / one PNG per entry | iidschema v1 size / this | iidschema v2 size / this |")
+            lines.append("|---|---:|---:|---:|---:|---:|")
+            v1s, v2s, png = sizes.get("iidschema-v1"), sizes.get("iidschema-v2"), sizes.get("png_per_entry")
+            png = png if isinstance(png, (int, float)) and png else None
+            names = [("iidschema-v2", "iidschema v2, codec auto (zstd blocks)"), ("iidschema-v1", "iidschema v1, codec auto"),
+                     ("iidschema-v0", "iidschema v0 (= iidfile layout)"),
                      ("iidfile", "iidfile 0.2.0"), ("coco_rle_json", "COCO RLE JSON (bbox-cropped RLE)"),
                      ("png_per_entry", "one 1-bit PNG per entry (Pillow)"), ("medmask_mska", "medmask .mska (label layers)"),
                      ("zstd_packed_bits", "zstd -3 over all packed bits (no random access)"),
@@ -515,9 +526,10 @@ def markdown(results: dict[str, Any]) -> str:
             for k, title in names:
                 v = sizes.get(k)
                 if isinstance(v, dict):
-                    lines.append(f"| {title} | {v.get('skipped') or ('timeout' if 'timeout' in v else v.get('error'))} | |")
+                    lines.append(f"| {title} | {v.get('skipped') or ('timeout' if 'timeout' in v else v.get('error'))} | | | | |")
                 elif v is not None:
-                    lines.append(f"| {title} | {fmt_bytes(v)} | {v1s / v:.2f}x |" if v1s else f"| {title} | {fmt_bytes(v)} | |")
+                    lines.append(f"| {title} | {fmt_bytes(v)} | {v / n:.1f} | {f'{v / png:.2f}x' if png else ''} | "
+                                 f"{f'{v1s / v:.2f}x' if v1s and v else ''} | {f'{v2s / v:.2f}x' if v2s and v else ''} |")
             lines.append("")
         mem = res.get("memory", {})
         if mem:
@@ -533,20 +545,21 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append("")
         fl = res.get("floor")
         if fl:
-            fa0 = v0.get("fetch_all", {}).get("median")
-            fa1 = v1.get("fetch_all", {}).get("median")
-            ma0 = v0.get("masks_all", {}).get("median")
-            ma1 = v1.get("masks_all", {}).get("median")
+            fa = {v: vops[v].get("fetch_all", {}).get("median") for v in VERSIONS}
+            ma = {v: vops[v].get("masks_all", {}).get("median") for v in VERSIONS}
+            fa = {v: t for v, t in fa.items() if t}
+            ma = {v: t for v, t in ma.items() if t}
             lines.append(f"Physical floor of fetch everything: read the file {fmt_time(fl['read_file'])} + one bulk "
                          f"`np.unpackbits` {fmt_time(fl['unpackbits_bulk'])} = **{fmt_time(fl['floor'])}** "
                          f"(a per-mask `np.unpackbits` loop: {fmt_time(fl['floor_per_mask'])}; "
                          + (f"one object per entry and one copied, already decoded mask each, with nothing to decode: "
                             f"{fmt_time(fl['objects_per_entry'])}, so any per-entry API needs at least "
                             f"{fmt_time(fl['floor_objects'])}). " if "objects_per_entry" in fl else "). ")
-                         + (f"iidschema v0 / floor = {fa0 / fl['floor']:.1f}, v1 / floor = {fa1 / fl['floor']:.1f} "
-                            f"(per-mask floor: {fa0 / fl['floor_per_mask']:.1f}, {fa1 / fl['floor_per_mask']:.1f})." if fa0 and fa1 else "")
-                         + (f" Every mask as columns (`masks()`): v0 / floor = {ma0 / fl['floor']:.1f}, v1 / floor = {ma1 / fl['floor']:.1f}."
-                            if ma0 and ma1 else ""))
+                         + ("iidschema " + ", ".join(f"v{v} / floor = {t / fl['floor']:.1f}" for v, t in fa.items())
+                            + " (per-mask floor: " + ", ".join(f"{t / fl['floor_per_mask']:.1f}" for t in fa.values()) + ")."
+                            if fa else "")
+                         + (" Every mask as columns (`masks()`): " + ", ".join(f"v{v} / floor = {t / fl['floor']:.1f}" for v, t in ma.items()) + "."
+                            if ma else ""))
             lines.append("")
         codec = res.get("codec")
         if codec and "error" not in codec:
@@ -578,6 +591,12 @@ def _get(results, n, lk, op, key="median"):
     return r.get(key) if r else None
 
 
+#: The iidschema versions checked together in one row of the targets table:
+#: versions 0 and 1 (the rows of earlier runs, unchanged), then version 2 in
+#: rows of its own, so that it never changes the status of the older rows.
+TARGET_GROUPS: list[tuple[str, ...]] = [("iidschema-v0", "iidschema-v1"), ("iidschema-v2",)]
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     """The performance targets of the project, checked against this run."""
     S = results["sizes"]
@@ -587,46 +606,55 @@ def targets(results: dict[str, Any]) -> list[str]:
         status = "–" if ok is None else ("met" if ok else "**not met**")
         rows.append(f"| {name} | {value} | {status} | {note} |")
 
-    def speedup(n, op):
-        best = None
-        for lk in ("iidschema-v0", "iidschema-v1"):
+    def suffix(lks: tuple[str, ...]) -> str:
+        """Row-name suffix of a version group (none for the original v0 + v1 rows)."""
+        return "" if lks == TARGET_GROUPS[0] else " (" + ", ".join(lk.replace("iidschema-", "") for lk in lks) + ")"
+
+    def speedup(n, op, lks):
+        for lk in lks:
             a = _get(results, n, lk, op)
             peer = S.get(str(n), {}).get("ops", {}).get("iidfile", {}).get(op, {})
             b = peer.get("median") or (peer.get("timeout"))
             if a and b:
-                best = (lk, b / a, "timeout" in peer)
-                rows_val = best
-                yield rows_val
+                yield lk, b / a, "timeout" in peer
 
     for op, n, goal in (("add_save", 100000, 20), ("add_many_save", 100000, 20), ("fetch_all", 100000, 20), ("masks_all", 100000, 20),
                         ("overlap_graph", 10000, 100)):
-        vals = list(speedup(n, op)) if str(n) in S else []
-        if vals:
-            text = ", ".join(f"{lk}: {'>' if t else ''}{x:.1f}x" for lk, x, t in vals)
-            row(f"{OP_TITLES[op]} at N={fmt_n(n)}: ≥ {goal}x faster than iidfile", text, all(x >= goal for _, x, _ in vals))
-        else:
-            row(f"{OP_TITLES[op]} at N={fmt_n(n)}: ≥ {goal}x faster than iidfile", "not measured", None)
+        for lks in TARGET_GROUPS:
+            name = f"{OP_TITLES[op]} at N={fmt_n(n)}: ≥ {goal}x faster than iidfile{suffix(lks)}"
+            vals = list(speedup(n, op, lks)) if str(n) in S else []
+            if vals:
+                text = ", ".join(f"{lk}: {'>' if t else ''}{x:.1f}x" for lk, x, t in vals)
+                row(name, text, all(x >= goal for _, x, _ in vals))
+            else:
+                row(name, "not measured", None)
     for n in (100000,):
         fl = S.get(str(n), {}).get("floor")
         if fl:
             for op in ("fetch_all", "masks_all"):
-                vals = [(lk, _get(results, n, lk, op) / fl["floor"]) for lk in ("iidschema-v0", "iidschema-v1") if _get(results, n, lk, op)]
-                row(f"{OP_TITLES[op]} at N={fmt_n(n)} within 3x of the unpackbits floor", ", ".join(f"{lk}: {x:.1f}x" for lk, x in vals),
-                    all(x <= 3 for _, x in vals))
-    opens = [(int(n), _get(results, n, "iidschema-v1", "open"), _get(results, n, "iidschema-v0", "open")) for n in S]
-    opens = [o for o in opens if o[1]]
-    if len(opens) >= 2:
-        text = "; ".join(f"N={fmt_n(n)}: v0 {fmt_time(b)}, v1 {fmt_time(a)}" for n, a, b in opens)
-        ok = max(o[1] for o in opens) < 3 * min(o[1] for o in opens) and max(o[2] for o in opens) < 3 * min(o[2] for o in opens)
-        row("open constant in N", text, ok)
+                for lks in TARGET_GROUPS:
+                    vals = [(lk, _get(results, n, lk, op) / fl["floor"]) for lk in lks if _get(results, n, lk, op)]
+                    if vals:
+                        row(f"{OP_TITLES[op]} at N={fmt_n(n)} within 3x of the unpackbits floor{suffix(lks)}",
+                            ", ".join(f"{lk}: {x:.1f}x" for lk, x in vals), all(x <= 3 for _, x in vals))
+    for lks in TARGET_GROUPS:
+        opens = [(int(n), [_get(results, n, lk, "open") for lk in lks]) for n in S]
+        opens = [(n, ts) for n, ts in opens if all(ts)]
+        if len(opens) >= 2:
+            text = "; ".join(f"N={fmt_n(n)}: " + ", ".join(f"{lk.replace('iidschema-', '')} {fmt_time(t)}" for lk, t in zip(lks, ts))
+                             for n, ts in opens)
+            ok = all(max(ts[i] for _, ts in opens) < 3 * min(ts[i] for _, ts in opens) for i in range(len(lks)))
+            row(f"open constant in N{suffix(lks)}", text, ok)
     big = max((int(n) for n in S), default=0)
     for op, title in (("fetch_tiny", "fetch tiny group"), ("look_for20", "look_for 20"), ("at100", "at() (per point)"), ("region20", "region() (per box)")):
-        t = _get(results, big, "iidschema-v1", op)
-        if t is None:
-            continue
-        per = {"at100": 100, "region20": 20}.get(op, 1)
-        nb = S[str(big)]["ops"]["iidschema-v1"][op].get("bytes", {}).get("query")
-        row(f"{title} at N={fmt_n(big)} under 2 ms (v1)", f"{fmt_time(t / per)}, {fmt_bytes(nb / per if nb else None)} read", t / per < 2e-3)
+        for lk in ("iidschema-v1", "iidschema-v2"):
+            t = _get(results, big, lk, op)
+            if t is None:
+                continue
+            per = {"at100": 100, "region20": 20}.get(op, 1)
+            nb = S[str(big)]["ops"][lk][op].get("bytes", {}).get("query")
+            row(f"{title} at N={fmt_n(big)} under 2 ms ({lk.replace('iidschema-', '')})",
+                f"{fmt_time(t / per)}, {fmt_bytes(nb / per if nb else None)} read", t / per < 2e-3)
     codec = None
     for n in sorted(S, key=int):
         codec = S[n].get("codec") or codec
@@ -648,21 +676,22 @@ def targets(results: dict[str, Any]) -> list[str]:
             row(f"RLE encode/decode no slower than pycocotools ({name})", text, ok, note)
     for n in sorted(S, key=int):
         sz = S[n].get("sizes", {})
-        if sz.get("iidschema-v1") and sz.get("png_per_entry"):
-            x = sz["iidschema-v1"] / sz["png_per_entry"]
-            row(f"v1 auto size ≤ 0.6x one PNG per entry (N={fmt_n(int(n))})", f"{x:.2f}x", x <= 0.6)
+        for v in (1, 2):
+            mine, png = sz.get(f"iidschema-v{v}"), sz.get("png_per_entry")
+            if isinstance(mine, (int, float)) and isinstance(png, (int, float)) and mine and png:
+                x = mine / png
+                row(f"v{v} auto size ≤ 0.6x one PNG per entry (N={fmt_n(int(n))})",
+                    f"{x:.2f}x ({mine / int(n):.1f} B/entry, PNG {png / int(n):.1f})", x <= 0.6)
     for n in sorted(S, key=int):
         mem = S[n].get("memory", {})
-        vals = [(lk, mem[lk]["fetch_all-rss"]["peak_bytes"] / S[n]["mask_pixels"]) for lk in ("iidschema-v0", "iidschema-v1")
-                if mem.get(lk, {}).get("fetch_all-rss", {}).get("peak_bytes")]
-        if vals and int(n) >= 10000:
-            row(f"peak memory of fetch everything ≤ 3x decoded mask bytes (N={fmt_n(int(n))}, RSS)",
-                ", ".join(f"{lk}: {x:.2f}x" for lk, x in vals), all(x <= 3 for _, x in vals))
-        vals = [(lk, mem[lk]["masks_all-rss"]["peak_bytes"] / S[n]["mask_pixels"]) for lk in ("iidschema-v0", "iidschema-v1")
-                if mem.get(lk, {}).get("masks_all-rss", {}).get("peak_bytes")]
-        if vals and int(n) >= 10000:
-            row(f"peak memory of masks() ≤ 3x decoded mask bytes (N={fmt_n(int(n))}, RSS)",
-                ", ".join(f"{lk}: {x:.2f}x" for lk, x in vals), all(x <= 3 for _, x in vals))
+        for what in ("fetch_all", "masks_all"):
+            for lks in TARGET_GROUPS:
+                vals = [(lk, mem[lk][f"{what}-rss"]["peak_bytes"] / S[n]["mask_pixels"]) for lk in lks
+                        if mem.get(lk, {}).get(f"{what}-rss", {}).get("peak_bytes")]
+                if vals and int(n) >= 10000:
+                    title = "fetch everything" if what == "fetch_all" else "masks()"
+                    row(f"peak memory of {title} ≤ 3x decoded mask bytes (N={fmt_n(int(n))}, RSS){suffix(lks)}",
+                        ", ".join(f"{lk}: {x:.2f}x" for lk, x in vals), all(x <= 3 for _, x in vals))
     return ["## Targets", "", "| target | measured | status | |", "|---|---|---|---|", *rows, ""]
 
 

@@ -30,19 +30,26 @@ def test_quick_benchmark_run(tmp_path):
     assert set(results["sizes"]) == {"1000", "10000"}
     for res in results["sizes"].values():
         ops = res["ops"]
-        for lib in ("iidschema-v0", "iidschema-v1", "iidfile"):
+        for lib in ("iidschema-v0", "iidschema-v1", "iidschema-v2", "iidfile"):
             assert "median" in ops[lib]["add_save"], ops[lib]["add_save"]
             assert "median" in ops[lib]["fetch_all"], ops[lib]["fetch_all"]
-        for lib in ("iidschema-v0", "iidschema-v1"):
+        for lib in ("iidschema-v0", "iidschema-v1", "iidschema-v2"):
             assert ops[lib]["add_many_save"]["same_bytes_as_add_loop"] is True
             assert ops[lib]["masks_all"]["answer"] == res["n"]
-        # The libraries agree on what they found.
+            assert res["memory"][lib]["masks_all-rss"]["answer"] == res["n"]
+        # The libraries (and the format versions) agree on what they found.
         assert ops["iidschema-v0"]["fetch_all"]["answer"] == ops["iidfile"]["fetch_all"]["answer"] == res["n"]
+        assert ops["iidschema-v2"]["fetch_all"]["answer"] == res["n"]
         assert ops["iidschema-v0"]["look_for20"]["answer"] == ops["iidschema-v1"]["look_for20"]["answer"] == ops["iidfile"]["look_for20"]["answer"]
-        assert ops["iidschema-v1"]["fetch_tiny"]["bytes"]["query"] > 0
+        for op in ("fetch_tiny", "fetch_keys50", "look_for20", "filter_area", "at100", "region20", "overlap_graph"):
+            assert ops["iidschema-v2"][op]["answer"] == ops["iidschema-v1"][op]["answer"], op
+        for lib in ("iidschema-v1", "iidschema-v2"):
+            assert ops[lib]["fetch_tiny"]["bytes"]["query"] > 0
         assert res["sizes"]["iidschema-v1"] > 0 and res["sizes"]["png_per_entry"] > 0
+        assert 0 < res["sizes"]["iidschema-v2"] < res["sizes"]["iidschema-v1"]
     md = (out / "results.md").read_text()
     assert "## N = 1 000 segments" in md and "## Targets" in md
+    assert "| iidschema v2 |" in md and "v2 auto size ≤ 0.6x one PNG per entry" in md
 
 
 def test_v2_size_study_runs_and_proves_random_access():
@@ -58,3 +65,4 @@ def test_v2_size_study_runs_and_proves_random_access():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "60 sampled entries decoded from their blocks alone and equal to version 1's" in proc.stdout
     assert "candidate layout:" in proc.stdout
+    assert "version 2 as written by IIDFile.save(version=2):" in proc.stdout
