@@ -33,7 +33,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import schema
-from .errors import IIDChecksumError, IIDFormatError
+from . import masks as _masks
+from .errors import IIDChecksumError, IIDFormatError, IIDLimitError
 from .source import ByteSource
 
 __all__ = ["BlockedSection", "ContentSource", "compress_section", "shuffle", "unshuffle", "VIRTUAL_BASE", "SECTION_SPAN"]
@@ -315,6 +316,13 @@ class BlockedSection:
                                  section=self.name, offset=at)
         if n == 0:
             return b""
+        limit = _masks.MAX_MASK_PIXELS
+        if n > limit:
+            # Content is decompressed: a small file may declare (and truly
+            # hold) far more than it stores.  No single read is larger than
+            # the library's mask limit, in bytes.
+            raise IIDLimitError(f"reading {n} bytes of section {self.name!r} at once is above the limit of {limit} "
+                                "(iidschema.masks.MAX_MASK_PIXELS); raise it if you trust this file")
         size = self.block_size
         first, last = o // size, (o + n - 1) // size
         # A large read is not kept: one scan must not flush the cache.

@@ -191,44 +191,118 @@ def read_masks(f: "IIDFile", keys: np.ndarray, max_pixels: int | None = None, ii
 def _packed_v2(reader: Any, keys: np.ndarray, limit: int) -> MaskColumns | None:
     """Version 2's fast path: when the selection's payloads are packbits,
     back to back in the segs content (every file the writer makes, read in
-    key order), their span is read (its blocks decompressed on two
-    threads) and unpacked with one ``np.unpackbits``: each mask is then a
-    view at ``8 * (its offset - the span's)``.  None: anything else (other
-    codecs, gaps), which the general path reads."""
-    offs, lens, rows = reader._locate_rows(keys, "seg")
-    h = rows["height"].astype(np.int64)
-    w = rows["width"].astype(np.int64)
-    pixels = h * w
-    if (rows["codec"] != 0).any() or not np.array_equal(lens, (pixels + 7) // 8):
-        return None
-    if keys.size > 1 and not np.array_equal(offs[1:], offs[:-1] + lens[:-1]):
-        return None
-    _check_total(int(pixels.sum()), limit, "these masks")
-    # Parts of whole masks, each read (its blocks decompressed) and unpacked
-    # into a buffer of its own on one of two threads: zstd and np.unpackbits
-    # let go of the GIL, and no mask straddles two buffers.
-    ends = offs + lens
-    cuts = np.searchsorted(ends, np.arange(offs[0] + V2_PART, ends[-1], V2_PART), side="left") + 1
-    bounds = [0, *np.unique(cuts[cuts < keys.size]).tolist(), keys.size]
-    parts = list(zip(bounds[:-1], bounds[1:]))
+    key order), they are read in parts (blocks decompressed) and each part
+    unpacked with one ``np.unpackbits`` on one of two threads (zstd and
+    numpy let go of the GIL): a mask is then a view into its part.  None:
+    anything else (other codecs, gaps), which the general path reads.
 
-    def unpack(part: tuple[int, int]) -> np.ndarray:
-        a, b = part
-        lo = int(offs[a])
-        span = reader.source.read(lo, int(ends[b - 1]) - lo, "segs")
-        return np.unpackbits(np.frombuffer(span, dtype=np.uint8)).view(np.bool_)
-
-    if len(parts) > 1 and DECODE_THREADS > 1:
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-            buffers = list(pool.map(unpack, parts))
-    else:
-        buffers = [unpack(part) for part in parts]
-    buffer_of = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(bounds))
-    starts = 8 * (offs - offs[np.asarray(bounds[:-1], dtype=np.int64)][buffer_of])
+    For every entry of the file the parts are the segs content cut by
+    position, decoded while this thread decodes the LUT (a mask across a
+    cut is then copied whole into one more buffer); for a selection, parts
+    of whole masks once the LUT rows are known."""
+    early = _early_parts(reader, keys, limit)
+    try:
+        offs, lens, rows = reader._locate_rows(keys, "seg")
+        offs = offs - reader._sections["segs"][0]  # offsets in the segs content
+        h = rows["height"].astype(np.int64)
+        w = rows["width"].astype(np.int64)
+        pixels = h * w
+        if (rows["codec"] != 0).any() or not np.array_equal(lens, (pixels + 7) // 8):
+            return None
+        if keys.size > 1 and not np.array_equal(offs[1:], offs[:-1] + lens[:-1]):
+            return None
+        _check_total(int(pixels.sum()), limit, "these masks")
+        ends = offs + lens
+        if early is not None and int(offs[0]) == early.lo and int(ends[-1]) == early.hi:
+            buffers, buffer_of, starts = early.place(offs, lens)
+        else:
+            buffers, buffer_of, starts = _whole_mask_parts(reader, offs, ends)
+    finally:
+        if early is not None:
+            early.close()
     minr = rows["minr"].astype(np.int64)
     minc = rows["minc"].astype(np.int64)
     bboxes = np.stack([minr, minc, minr + h, minc + w], axis=1)
     return MaskColumns(keys, bboxes, rows["area"].astype(np.int64), buffers, buffer_of, starts)
+
+
+def _unpacked(reader: Any, lo: int, hi: int) -> np.ndarray:
+    """Segs content ``[lo, hi)`` read and unpacked (``bool``)."""
+    base = reader._sections["segs"][0]
+    return np.unpackbits(np.frombuffer(reader.source.read(base + lo, hi - lo, "segs"), dtype=np.uint8)).view(np.bool_)
+
+
+def _whole_mask_parts(reader: Any, offs: np.ndarray, ends: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Parts of about :data:`V2_PART` bytes of whole masks, unpacked on two threads."""
+    n = offs.size
+    cuts = np.searchsorted(ends, np.arange(offs[0] + V2_PART, ends[-1], V2_PART), side="left") + 1
+    bounds = [0, *np.unique(cuts[cuts < n]).tolist(), n]
+    parts = [(int(offs[a]), int(ends[b - 1])) for a, b in zip(bounds[:-1], bounds[1:])]
+    if len(parts) > 1 and DECODE_THREADS > 1:
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            buffers = list(pool.map(lambda p: _unpacked(reader, *p), parts))
+    else:
+        buffers = [_unpacked(reader, *p) for p in parts]
+    buffer_of = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(bounds))
+    starts = 8 * (offs - offs[np.asarray(bounds[:-1], dtype=np.int64)][buffer_of])
+    return buffers, buffer_of, starts
+
+
+class _EarlyParts:
+    """The whole segs content ``[lo, hi)`` cut every ``step`` bytes, each
+    part read and unpacked on a worker thread, started before the LUT is
+    decoded."""
+
+    def __init__(self, reader: Any, lo: int, hi: int, step: int):
+        self.lo, self.hi, self.step = lo, hi, step
+        self.pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
+        self.futures = [self.pool.submit(_unpacked, reader, a, min(a + step, hi)) for a in range(lo, hi, step)]
+
+    def place(self, offs: np.ndarray, lens: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """(buffers, buffer_of, starts) of masks at ``offs`` (bytes) of ``lens``."""
+        buffers = [f.result() for f in self.futures]
+        rel = offs - self.lo
+        buffer_of = rel // self.step
+        starts = 8 * (rel - buffer_of * self.step)
+        across = np.flatnonzero(rel + lens > (buffer_of + 1) * self.step)
+        if across.size:  # masks across a cut: each copied whole into one more buffer
+            sizes = 8 * lens[across]
+            extra = np.empty(int(sizes.sum()), dtype=np.bool_)
+            at = 0
+            for i, size in zip(across.tolist(), sizes.tolist()):
+                b, s = int(buffer_of[i]), int(starts[i])
+                pieces, left = [], size
+                while left:
+                    piece = buffers[b][s : s + left]
+                    pieces.append(piece)
+                    left -= piece.size
+                    b, s = b + 1, 0
+                extra[at : at + size] = np.concatenate(pieces)
+                buffer_of[i], starts[i] = len(buffers), at
+                at += size
+            buffers.append(extra)
+        return buffers, buffer_of, starts
+
+    def close(self) -> None:
+        for f in self.futures:
+            f.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _early_parts(reader: Any, keys: np.ndarray, limit: int) -> _EarlyParts | None:
+    """:class:`_EarlyParts` when ``keys`` are every entry and unpacking the
+    whole segs content stays within ``limit`` pixels (checked before any of
+    it is allocated), else None."""
+    if DECODE_THREADS < 2 or not keys.size or keys.size != reader.count or keys[0] != 0 or keys[-1] != reader.count - 1:
+        return None
+    if reader.codec_ids() != [0]:
+        return None  # the parts would be other codecs' bytes, not bits
+    segs = reader.blocked("segs")
+    total = segs.raw_length
+    if not total or 8 * total > limit:
+        return None
+    step = max(1, V2_PART // segs.block_size) * segs.block_size
+    return _EarlyParts(reader, 0, total, step)
 
 
 def _iids(f: "IIDFile", keys: np.ndarray, on_disk: np.ndarray) -> tuple[list[bytes], list[bytes]]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
+from . import masks as _masks
 from . import schema
 from .blocked import BlockedSection, ContentSource, _Cache
 from .errors import IIDFormatError, IIDLimitError
@@ -156,6 +157,12 @@ class Reader2(Reader1):
             self._verified_sections.add(name)
         return data
 
+    def codec_ids(self) -> list[int]:
+        """The codec ids the ``codecs`` section lists (None: no such section)."""
+        if "codecs" not in self._file_sections:
+            return None  # type: ignore[return-value]
+        return list(parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", self._file_sections["codecs"][0]).ids)
+
     def checked_reader(self, name: str) -> Any:
         base, size = self._sections[name]
         source = self.source
@@ -234,6 +241,11 @@ class Reader2(Reader1):
                     row = self._sparse[key] = self._decode(c, idx=np.array([j]))[0]
                 rows[i] = row
             return rows
+        if keys.size * ROWS_DTYPE.itemsize > _masks.MAX_MASK_PIXELS:
+            # The LUT is compressed: a small file may claim many entries.
+            raise IIDLimitError(f"the LUT rows of {keys.size} entries take {keys.size * ROWS_DTYPE.itemsize} bytes, above the "
+                                f"limit of {_masks.MAX_MASK_PIXELS} (iidschema.masks.MAX_MASK_PIXELS); read fewer keys at once, "
+                                "or raise the limit if you trust this file")
         which = keys // chunk
         chunks = np.unique(which).tolist()
         missing = [c for c in chunks if c not in self._chunks]

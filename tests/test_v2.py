@@ -326,3 +326,34 @@ def test_iidschema_open_of_a_v2_file_is_version_2(tmp_path, v2):
     path.write_bytes(v2)
     with iidschema.open(path) as f:
         assert f.version == 2 and len(f) == N and f.meta.data == {"n": N}
+
+
+def test_a_decompression_bomb_in_a_section_is_refused_by_the_read_limit(v2, monkeypatch):
+    """A groups section whose table claims 256 MiB of JSON, and truly holds
+    it, stored as a few KiB of zstd: the read is refused from its size, not
+    decompressed (a small file may hold far more than it stores)."""
+    import sys
+    from pathlib import Path
+
+    from iidschema import masks
+    from iidschema.blocked import compress_section
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+    import iidfuzz
+
+    size = 256 << 20
+    content = struct.pack("<I", size) + bytes(size)
+    section = b"".join(compress_section([content], schema.MAX_BLOCK_SIZE2, 3, 2, 4))
+    assert len(section) < 1 << 20
+    data = iidfuzz._replace_section(v2, schema.SectionId.GROUPS, section)
+    monkeypatch.setattr(masks, "MAX_MASK_PIXELS", 1 << 22)
+    tracemalloc.start()
+    try:
+        with IIDFile(data) as f:
+            with pytest.raises(IIDLimitError, match="groups"):
+                f.groups.list()
+            assert f.fetch(keys=[3])[0].iid.address == b"a3"  # the rest of the file reads
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20

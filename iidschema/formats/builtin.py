@@ -62,8 +62,10 @@ BUILTIN_FORMATS: tuple[FormatSpec, ...] = (
         reader="iidschema.formats.builtin:read_iid",
         writer="iidschema.formats.builtin:write_iid",
         write_options=(
-            Option("version", None, "format version to write (default: the file's, or 1 for a new file)", (int, type(None)), choices=(None, 0, 1)),
-            Option("codec", "auto", "version 1 mask codec: 'auto' (smallest per region) or a codec name/id", (str, int), check=_codec),
+            Option("version", None, "format version to write (default: the file's, or 1 for a new file; 2 is the most compact)",
+                   (int, type(None)), choices=(None, 0, 1, 2)),
+            Option("codec", "auto", "versions 1 and 2: mask codec, 'auto' (v1: smallest per region; v2: packbits in zstd blocks) "
+                   "or a codec name/id", (str, int), check=_codec),
         ),
         lazy=True,
     ),
