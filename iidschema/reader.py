@@ -136,6 +136,11 @@ class Reader:
             raise KeyError(f"key {key} out of range (file has {self.count} entries)")
         return key
 
+    def _check_keys(self, keys: np.ndarray) -> None:
+        """``KeyError`` naming the first key of ``keys`` out of range."""
+        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
+            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+
     def heads(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         """Segment bboxes ``(n, 4)`` and areas ``(n,)`` of ``keys`` (int64)."""
         raise NotImplementedError
@@ -601,14 +606,12 @@ class Reader1(Reader):
 
     def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         section = "iids" if kind == "iid" else "segs"
-        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
-            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+        self._check_keys(keys)
         rows = self._rows(keys)
         rel = rows[kind]["offset"]
         length = rows[kind]["length"]
         base, size = self._sections[section]
-        # uint64 arithmetic cannot go negative; compare without overflow.
-        bad = (rel > size) | (length > size - np.minimum(rel, size))
+        bad = outside(rel, length, size)
         if bad.any():
             i = int(np.argmax(bad))
             at = self._sections["lut"][0] + int(keys[i]) * schema.LUT1_ROW
@@ -773,6 +776,14 @@ class Reader1(Reader):
             raise IIDFormatError("address index refers to a key past the entry count", section="address_index",
                                  offset=self._sections["address_index"][0])
         return keys
+
+
+def outside(rel: np.ndarray, length: np.ndarray, size: int) -> np.ndarray:
+    """Which records ``[rel, rel + length)`` (uint64) do not lie in a section
+    of ``size`` bytes: compared without overflow (uint64 arithmetic cannot go
+    negative, and ``rel + length`` could wrap)."""
+    size = np.uint64(size)
+    return (rel > size) | (length > size - np.minimum(rel, size))
 
 
 def _section_table(source: ByteSource, header: Any) -> tuple[dict[str, tuple[int, int]], dict[str, int], list[tuple[int, int, int]]]:

@@ -31,7 +31,7 @@ from . import schema
 from .blocked import BlockedSection, ContentSource, _Cache
 from .errors import IIDFormatError, IIDLimitError
 from .model import Region, Regions, Segment
-from .reader import Reader1, _section_table, parse
+from .reader import Reader1, _section_table, outside, parse
 from .source import ByteSource
 
 __all__ = ["Reader2", "ROWS_DTYPE"]
@@ -277,13 +277,12 @@ class Reader2(Reader1):
 
     def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         section = "iids" if kind == "iid" else "segs"
-        if keys.size and (int(keys.min()) < 0 or int(keys.max()) >= self.count):
-            self._check_key(int(keys.min()) if int(keys.min()) < 0 else int(keys.max()))
+        self._check_keys(keys)
         rows = self._rows(keys)
         rel = rows[f"{kind}_offset"]
         length = rows[f"{kind}_length"].astype(np.uint64)
         base, size = self._sections[section]
-        bad = (rel > size) | (length > np.uint64(size) - np.minimum(rel, np.uint64(size)))
+        bad = outside(rel, length, size)
         if kind == "seg":
             pixels = rows["height"].astype(np.uint64) * rows["width"].astype(np.uint64)
             too_long = length > pixels + np.uint64(PAYLOAD_SLACK)

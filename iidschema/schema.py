@@ -705,28 +705,17 @@ def lut2_size(count: int) -> int:
     return -(-count // LUT_CHUNK2) * LUT_CHUNK_HEAD2 + count * LUT2_ROW
 
 
-class BytePlanar(Construct):
+class BytePlanar(StructArray):
     """``count`` records of a flat Struct stored as byte-planar columns.
 
     Each field is one column of ``count`` values, and each column is stored
     byte-planar (all first bytes, then all second bytes, ...), the shuffle
     of blosc: the high bytes of small numbers become long runs of zeros that
     a block compressor removes.  Parses to (and builds from) a numpy
-    structured array of the Struct's dtype, so the declaration stays the
-    source of truth for the layout.
+    structured array of the Struct's dtype, as :class:`StructArray` does
+    for rows, so the declaration stays the source of truth for the layout
+    (always a copy: the bytes are not in row order).
     """
-
-    def __init__(self, count, subcon: Construct):
-        super().__init__()
-        self.count = count
-        self.subcon = subcon
-        self.dtype = dtype_of(subcon)
-
-    def _count(self, context) -> int:
-        count = self.count(context) if callable(self.count) else self.count
-        if count < 0:
-            raise IIDFormatError("negative record count")
-        return count
 
     def _parse(self, stream, context, path):
         count = self._count(context)
@@ -740,9 +729,6 @@ class BytePlanar(Construct):
         arr = obj if isinstance(obj, np.ndarray) else _records(obj, self.dtype)
         stream.write(records_to_planar(np.asarray(arr, dtype=self.dtype)))
         return arr
-
-    def _sizeof(self, context, path):
-        return self._count(context) * self.dtype.itemsize
 
 
 def planar_to_records(data: Any, count: int, dtype: np.dtype) -> np.ndarray:
@@ -772,7 +758,7 @@ def records_to_planar(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-LutChunk2 = Struct(*LutChunkHead2.subcons, "rows" / BytePlanar(this.entries, LutEntry2))
+LutChunk2 = Struct(*LutChunkHead2.subcons, "rows" / BytePlanar(this._params.entries, LutEntry2))
 
 File2 = Struct(
     "header" / Header2,

@@ -951,18 +951,35 @@ def write_v1(
         (schema.SectionId.SEGS, seg_chunks),
     ]
     del iid_chunks, seg_chunks
-    hsize = schema.header1_size(len(sections))
+    return write_sectioned(out, 1, rformat, count, sections)
+
+
+def _chunks_crc(sid: int, chunks: list[bytes]) -> int:
+    from crc32c import crc32c
+
+    crc = 0
+    for c in chunks:
+        crc = crc32c(c, crc)
+    return crc
+
+
+def write_sectioned(out: BinaryIO, version: int, rformat: int, count: int, sections: list[tuple[int, list[bytes]]],
+                    crc_of: Callable[[int, list[bytes]], int] = _chunks_crc) -> int:
+    """Write a version-1 layout header (versions 1 and 2) and ``sections``
+    (id, byte strings to write in order), each at an offset that is a
+    multiple of 8, in the given order; return the file size.  ``crc_of(id,
+    chunks)`` gives a section's CRC for the section table (default: CRC32C
+    of its bytes)."""
+    from crc32c import crc32c
+
     table = []
-    offset = _align(hsize)
+    offset = _align(schema.header1_size(len(sections)))
     for sid, chunks in sections:
         length = sum(len(c) for c in chunks)
-        crc = 0
-        for c in chunks:
-            crc = crc32c(c, crc)
-        table.append({"id": sid, "flags": 0, "crc": crc, "offset": offset, "length": length})
+        table.append({"id": sid, "flags": 0, "crc": crc_of(sid, chunks), "offset": offset, "length": length})
         offset = _align(offset + length)
     header = {
-        "version": 1,
+        "version": version,
         "rformat": rformat,
         "magic": schema.MAGIC1,
         "entry_count": count,
@@ -971,9 +988,9 @@ def write_v1(
         "sections": table,
         "header_crc": 0,
     }
-    head = schema.Header1.build(header)
+    head = schema.HEADERS[version].build(header)
     header["header_crc"] = crc32c(head[:-4])
-    head = schema.Header1.build(header)
+    head = schema.HEADERS[version].build(header)
     out.write(head)
     pos = len(head)
     for entry, (_, chunks) in zip(table, sections):

@@ -27,7 +27,7 @@ from .errors import IIDCodecError, IIDLimitError
 from .masks import exclusive_cumsum
 
 from . import writer as _writer
-from .writer import Record, _align, _iid_records, check_meta
+from .writer import Record, _iid_records, check_meta
 
 __all__ = ["write_v2", "BLOCK_SIZE", "INDEX_BLOCK_SIZE", "LEVEL"]
 
@@ -94,8 +94,6 @@ def write_v2(
     Sections are written meta, codecs, groups, lut, spatial and address
     indexes, iids, segs: what a lazy reader needs first sits near the header.
     """
-    from crc32c import crc32c
-
     from .index.address import build_address_index
     from .index.spatial import build_spatial_index
 
@@ -195,34 +193,12 @@ def write_v2(
         (schema.SectionId.IIDS, iids),
         (schema.SectionId.SEGS, segs),
     ]
-    hsize = schema.header1_size(len(sections))
-    table = []
-    offset = _align(hsize)
-    for sid, parts in sections:
-        length = sum(len(p) for p in parts)
-        # Blocked sections: the CRC of their head (each block has its own, in
-        # its table row); plain ones: of their bytes.
-        crc = crc32c(parts[0][: schema.BLOCKED_HEAD2_SIZE]) if sid in schema.BLOCKED_SECTIONS2 else crc32c(b"".join(parts))
-        table.append({"id": sid, "flags": 0, "crc": crc, "offset": offset, "length": length})
-        offset = _align(offset + length)
-    header = {
-        "version": 2,
-        "rformat": rformat,
-        "magic": schema.MAGIC1,
-        "entry_count": count,
-        "flags": 0,
-        "section_count": len(table),
-        "sections": table,
-        "header_crc": 0,
-    }
-    head = schema.Header2.build(header)
-    header["header_crc"] = crc32c(head[:-4])
-    head = schema.Header2.build(header)
-    out.write(head)
-    pos = len(head)
-    for entry, (_, parts) in zip(table, sections):
-        out.write(b"\0" * (entry["offset"] - pos))
-        for p in parts:
-            out.write(p)
-        pos = entry["offset"] + entry["length"]
-    return pos
+    return _writer.write_sectioned(out, 2, rformat, count, sections, _section_crc)
+
+
+def _section_crc(sid: int, parts: list[bytes]) -> int:
+    """A blocked section's CRC is of its 20-byte head (each block has its
+    own, in its table row); a plain one's of its bytes."""
+    from crc32c import crc32c
+
+    return crc32c(parts[0][: schema.BLOCKED_HEAD2_SIZE]) if sid in schema.BLOCKED_SECTIONS2 else crc32c(b"".join(parts))

@@ -357,3 +357,29 @@ def test_a_decompression_bomb_in_a_section_is_refused_by_the_read_limit(v2, monk
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+def test_the_fast_paths_agree_with_the_declarations(v2):
+    """The LUT chunks and block tables the reader decodes with numpy are what
+    the construct declarations of iidschema.schema parse (one source of truth)."""
+    from iidschema.reader2 import decode_chunk
+
+    with IIDFile(v2) as f:
+        reader = f._reader
+        lut = reader.blocked("lut")
+        for c in (0, lut.count - 1):
+            block = lut.block(c)
+            m = min(schema.LUT_CHUNK2, len(f) - c * schema.LUT_CHUNK2)
+            parsed = schema.LutChunk2.parse(block, entries=m)
+            rows = decode_chunk(block, m)
+            for name in schema.LUT2_DTYPE.names:
+                assert np.array_equal(parsed.rows[name], rows[name]), name
+            lens = parsed.rows["seg_length"].astype(np.int64)
+            assert rows["seg_offset"][0] == parsed.seg_base
+            assert np.array_equal(rows["seg_offset"].astype(np.int64), parsed.seg_base + np.cumsum(lens) - lens)
+        segs = reader.blocked("segs")
+        segs.refs(0, segs.count - 1)
+        table = schema.BlockTable2.parse(v2[segs.offset : segs.offset + segs.table_size])
+        assert table.count == segs.count and table.raw_length == segs.raw_length and table.block_size == segs.block_size
+        assert np.array_equal(table.blocks["offset"].astype(np.int64), segs.starts)
+        assert np.array_equal(table.blocks["crc"].astype(np.int64), segs.crcs)
