@@ -220,10 +220,9 @@ def _packed_v2(reader: Any, keys: np.ndarray, limit: int) -> MaskColumns | None:
     finally:
         if early is not None:
             early.close()
-    minr = rows["minr"].astype(np.int64)
-    minc = rows["minc"].astype(np.int64)
-    bboxes = np.stack([minr, minc, minr + h, minc + w], axis=1)
-    return MaskColumns(keys, bboxes, rows["area"].astype(np.int64), buffers, buffer_of, starts)
+    from .reader2 import bboxes_of
+
+    return MaskColumns(keys, bboxes_of(rows), rows["area"].astype(np.int64), buffers, buffer_of, starts)
 
 
 def _unpacked(reader: Any, lo: int, hi: int) -> np.ndarray:

@@ -337,8 +337,7 @@ class Reader2(Reader1):
         if keys.size == 0:
             return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
         rows = self._rows(keys)
-        boxes = np.stack([rows["minr"], rows["minc"], rows["minr"].astype(np.int64) + rows["height"],
-                          rows["minc"].astype(np.int64) + rows["width"]], axis=1).astype(np.int64)
+        boxes = bboxes_of(rows)
         over = (boxes[:, 2] > schema.MAX_COORD_V1) | (boxes[:, 3] > schema.MAX_COORD_V1)
         if over.any():
             i = int(np.argmax(over))
@@ -428,14 +427,20 @@ def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2) -> np.ndarray
     return rows
 
 
+def bboxes_of(rows: np.ndarray) -> np.ndarray:
+    """``(n, 4)`` int64 bboxes (minr, minc, maxr, maxc) of decoded LUT rows,
+    which store each as a corner and a size."""
+    minr = rows["minr"].astype(np.int64)
+    minc = rows["minc"].astype(np.int64)
+    return np.stack([minr, minc, minr + rows["height"], minc + rows["width"]], axis=1)
+
+
 def segment_rows(rows: np.ndarray, rel: np.ndarray, lens: np.ndarray) -> tuple:
     """The bulk walk's columns (:func:`iidschema.bulk.segment_table`) of
     version-2 segments: each one region over its bbox (none when the bbox is
     empty), straight from the LUT rows; ``bad`` marks rows the one-record
     parser must report."""
-    minr = rows["minr"].astype(np.int64)
-    minc = rows["minc"].astype(np.int64)
-    boxes = np.stack([minr, minc, minr + rows["height"], minc + rows["width"]], axis=1)
+    boxes = bboxes_of(rows)
     has = (rows["height"] > 0) & (rows["width"] > 0)
     bad = (~has & (lens != 0)) | (boxes[:, 2] > schema.MAX_COORD_V1) | (boxes[:, 3] > schema.MAX_COORD_V1)
     rseg = np.flatnonzero(has)
