@@ -29,9 +29,9 @@ import numpy as np
 from . import masks as _masks
 from . import schema
 from .blocked import BlockedSection, ContentSource, _Cache
-from .errors import IIDFormatError, IIDLimitError
+from .errors import IIDChecksumError, IIDFormatError, IIDLimitError
 from .model import Region, Regions, Segment
-from .reader import Reader1, _section_table, outside, parse
+from .reader import Reader1, _section_table, crc32c, outside, parse
 from .source import ByteSource
 
 __all__ = ["Reader2", "ROWS_DTYPE"]
@@ -130,7 +130,6 @@ class Reader2(Reader1):
         self._groups_read: Any = None
         self._spatial: Any = None
         self._address: Any = None
-        self._blocks = {}
         self._check_codecs()
 
     # -- layout and checksums ----------------------------------------------
@@ -149,18 +148,16 @@ class Reader2(Reader1):
         off, length = self._sections[name]
         data = self.source.read(off, length, name)
         if name not in self._blocked and name not in self._verified_sections:
-            from .reader import IIDChecksumError, crc32c
-
             if crc32c(data) != self._crcs[name]:
                 raise IIDChecksumError(f"section {name!r} is damaged (checksum mismatch)", section=name,
                                        offset=self._file_sections[name][0])
             self._verified_sections.add(name)
         return data
 
-    def codec_ids(self) -> list[int]:
+    def codec_ids(self) -> list[int] | None:
         """The codec ids the ``codecs`` section lists (None: no such section)."""
         if "codecs" not in self._file_sections:
-            return None  # type: ignore[return-value]
+            return None
         return list(parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", self._file_sections["codecs"][0]).ids)
 
     def checked_reader(self, name: str) -> Any:
