@@ -3,10 +3,11 @@
     python benchmarks/profile_core.py --n 100000 --out benchmarks/results/profiles
 
 Profiles, on the benchmark workload of size N: add() of every entry, save()
-as version 0 and version 1 (codec auto), fetch everything + mask() (both
-versions), look_for 20 addresses on version 0 (no address index), fetch the
-tiny group on version 1, at() for 100 points on version 1, overlap_graph,
-and the RLE codec on the workload's masks.  Writes one text file per
+as version 0, version 1 (codec auto) and version 2, fetch everything +
+mask() (every version), masks() of version 2, look_for 20 addresses on
+version 0 (no address index), fetch the tiny group on versions 1 and 2,
+at() for 100 points on version 1, overlap_graph, and the RLE codec on the
+workload's masks.  Writes one text file per
 profile (top functions by own time and by cumulative time) and prints a
 summary line per profile.
 """
@@ -68,9 +69,10 @@ def main(argv=None) -> int:
 
     n = w.n
     profile(f"add_n{n}", add, args.out)
-    paths = {v: os.path.join(args.work, f"profile-n{n}-v{v}.iid") for v in (0, 1)}
+    paths = {v: os.path.join(args.work, f"profile-n{n}-v{v}.iid") for v in (0, 1, 2)}
     profile(f"save_v0_n{n}", lambda: f.save(paths[0], version=0), args.out)
     profile(f"save_v1_auto_n{n}", lambda: f.save(paths[1], version=1, codec="auto"), args.out)
+    profile(f"save_v2_n{n}", lambda: f.save(paths[2], version=2), args.out)
 
     def fetch_all(v):
         def run():
@@ -81,6 +83,13 @@ def main(argv=None) -> int:
 
     profile(f"fetch_all_v0_n{n}", fetch_all(0), args.out)
     profile(f"fetch_all_v1_n{n}", fetch_all(1), args.out)
+    profile(f"fetch_all_v2_n{n}", fetch_all(2), args.out)
+
+    def masks_v2():
+        with IIDFile(paths[2]) as g:
+            g.masks()
+
+    profile(f"masks_v2_n{n}", masks_v2, args.out)
     addresses = [a.encode() for a in params["addresses"]]
 
     def look_for_v0():
@@ -89,13 +98,16 @@ def main(argv=None) -> int:
 
     profile(f"look_for20_v0_n{n}", look_for_v0, args.out)
 
-    def tiny_v1():
-        for _ in range(20):
-            with IIDFile(paths[1]) as g:
-                for e in g.fetch(groups=["tiny"]):
-                    e.seg.mask()
+    def tiny(v):
+        def run():
+            for _ in range(20):
+                with IIDFile(paths[v]) as g:
+                    for e in g.fetch(groups=["tiny"]):
+                        e.seg.mask()
+        return run
 
-    profile(f"fetch_tiny_v1_x20_n{n}", tiny_v1, args.out)
+    profile(f"fetch_tiny_v1_x20_n{n}", tiny(1), args.out)
+    profile(f"fetch_tiny_v2_x20_n{n}", tiny(2), args.out)
 
     def at_v1():
         with IIDFile(paths[1]) as g:
