@@ -342,9 +342,10 @@ def _fix_v2(buf: bytearray) -> None:
             count = _u32(buf, off + 16)
             for b in range(min(count, (length - head) // ref)):
                 row = off + head + b * ref
-                start, size = struct.unpack_from("<QI", buf, row)
+                fields = np.frombuffer(bytes(buf[row : row + ref]), dtype=schema.BLOCK_REF2_DTYPE)[0]
+                start, size = int(fields["offset"]), int(fields["length"])
                 if start + size <= length:
-                    _U32.pack_into(buf, row + 12, _crc(buf[off + start : off + start + size]))
+                    _U32.pack_into(buf, row + schema.BLOCK_REF2_DTYPE.fields["crc"][1], _crc(buf[off + start : off + start + size]))
             _U32.pack_into(buf, at + crc_off, _crc(buf[off : off + head]))
         else:
             _U32.pack_into(buf, at + crc_off, _crc(buf[off : off + length]))
@@ -357,7 +358,7 @@ def mutate_content(data: bytes, section: str, block: int, ops: Sequence[tuple]) 
     again, and write the file with that section rebuilt (its table, the
     sections after it moved, every CRC correct).  A file or section this
     cannot take apart is returned unchanged."""
-    from iidschema.blocked import compress_section
+    from iidschema.blocked import assemble_section, compress_section
 
     try:
         with iidschema.IIDFile(bytes(data)) as f:
@@ -380,14 +381,8 @@ def mutate_content(data: bytes, section: str, block: int, ops: Sequence[tuple]) 
     raw_sizes = [len(x) for x in blocks[:b]] + [len(content)] + [len(x) for x in blocks[b + 1 :]]
     if any(r != size for r in raw_sizes[:-1]):
         size = max(raw_sizes)  # the changed block no longer fits the grid: a reader must refuse the file
-    head = schema.BLOCKED_HEAD2.pack(sum(raw_sizes), size, schema.BLOCK_ZSTD, element, len(stored))
-    table = bytearray()
-    at = len(head) + len(stored) * schema.BLOCK_REF2_DTYPE.itemsize
-    for z in stored:
-        table += struct.pack("<QII", at, len(z), _crc(z))
-        at += len(z)
-    sid = next(k for k, v in schema.SectionId.NAMES.items() if v == section)
-    return _replace_section(data, sid, head + bytes(table) + b"".join(stored))
+    section_bytes = b"".join(assemble_section(sum(raw_sizes), size, schema.BLOCK_ZSTD, element, stored))
+    return _replace_section(data, schema.SectionId.IDS[section], section_bytes)
 
 
 def _replace_section(data: bytes, sid: int, new: bytes) -> bytes:
@@ -401,7 +396,9 @@ def _replace_section(data: bytes, sid: int, new: bytes) -> bytes:
         body = new if s_id == sid else data[off : off + length]
         pos += (-pos) % 8
         buf += b"\0" * (pos - len(buf))
-        struct.pack_into("<QQ", buf, at + 8, pos, len(body))
+        entry = np.frombuffer(bytes(buf[at : at + _SECTION1_DTYPE.itemsize]), dtype=_SECTION1_DTYPE).copy()
+        entry["offset"], entry["length"] = pos, len(body)
+        buf[at : at + _SECTION1_DTYPE.itemsize] = entry.tobytes()
         buf += body
         pos += len(body)
     return fix_checksums(bytes(buf))

@@ -35,9 +35,10 @@ import numpy as np
 from . import schema
 from . import masks as _masks
 from .errors import IIDChecksumError, IIDFormatError, IIDLimitError
+from .masks import exclusive_cumsum
 from .source import ByteSource
 
-__all__ = ["BlockedSection", "ContentSource", "compress_section", "shuffle", "unshuffle", "VIRTUAL_BASE", "SECTION_SPAN"]
+__all__ = ["BlockError", "decode_block", "BlockedSection", "ContentSource", "compress_section", "assemble_section", "shuffle", "unshuffle", "VIRTUAL_BASE", "SECTION_SPAN"]
 
 #: Virtual offsets of :class:`ContentSource` start here: section ``i``'s
 #: content byte ``o`` is at ``VIRTUAL_BASE + i * SECTION_SPAN + o``.  Far
@@ -98,6 +99,40 @@ def _decompressor() -> Any:
 
         d = _local.zd = zstandard.ZstdDecompressor()
     return d
+
+
+class BlockError(ValueError):
+    """A stored block that does not decode to its content (the message says
+    why); readers and the validator report it with its place."""
+
+
+def decode_block(data: Any, compression: int, shuffle: int, raw: int) -> bytes:
+    """The ``raw`` content bytes of one stored block (its CRC already
+    checked), or :class:`BlockError`.
+
+    A zstd block must be exactly one frame that declares its content size,
+    and that size must be ``raw``: checked before anything is decompressed,
+    since zstd allocates whatever a frame header declares (``max_output_size``
+    bounds only frames that declare nothing)."""
+    if compression == schema.BLOCK_STORED:
+        if len(data) != raw:
+            raise BlockError(f"a stored block of {len(data)} bytes for {raw} content bytes")
+        out = bytes(data)
+    else:
+        import zstandard
+
+        try:
+            declared = zstandard.frame_content_size(data)
+            if declared != raw:
+                raise BlockError(f"its zstd frame declares {declared} bytes of content, not {raw}" if declared >= 0
+                                 else "its zstd frame does not declare its size")
+            # One frame and nothing after it (zstandard >= 0.22).
+            out = _decompressor().decompress(data, max_output_size=raw, allow_extra_data=False)
+        except zstandard.ZstdError as exc:
+            raise BlockError(f"not one valid zstd frame of {raw} bytes ({exc})") from None
+        if len(out) != raw:
+            raise BlockError(f"it decompresses to {len(out)} bytes, not {raw}")
+    return unshuffle(out, shuffle) if shuffle > 1 else out
 
 
 class BlockedSection:
@@ -256,30 +291,10 @@ class BlockedSection:
         at = self.offset + int(self.starts[b])
         if _crc32c(data) != int(self.crcs[b]):
             raise IIDChecksumError(f"section {self.name!r}: block {b} is damaged (checksum mismatch)", section=self.name, offset=at)
-        raw = self.raw_size(b)
-        if self.compression == schema.BLOCK_STORED:
-            out = bytes(data)
-        else:
-            import zstandard
-
-            try:
-                # The frame must declare its size, and that size must be the
-                # block's, before anything is allocated (zstd would otherwise
-                # allocate whatever a hostile frame header declares).
-                declared = zstandard.frame_content_size(data)
-                if declared != raw:
-                    raise IIDFormatError(f"section {self.name!r}: block {b} declares {declared} bytes of content, not {raw}"
-                                         if declared >= 0 else f"section {self.name!r}: block {b}'s zstd frame does not declare its size",
-                                         section=self.name, offset=at)
-                # One frame and nothing after it (zstandard >= 0.22).
-                out = _decompressor().decompress(data, max_output_size=raw, allow_extra_data=False)
-            except zstandard.ZstdError as exc:
-                raise IIDFormatError(f"section {self.name!r}: block {b} is not a valid zstd frame ({exc})",
-                                     section=self.name, offset=at) from None
-            if len(out) != raw:
-                raise IIDFormatError(f"section {self.name!r}: block {b} decompresses to {len(out)} bytes, not {raw}",
-                                     section=self.name, offset=at)
-        return unshuffle(out, self.shuffle) if self.shuffle > 1 else out
+        try:
+            return decode_block(data, self.compression, self.shuffle, self.raw_size(b))
+        except BlockError as exc:
+            raise IIDFormatError(f"section {self.name!r}: block {b}: {exc}", section=self.name, offset=at) from None
 
     def blocks(self, first: int, last: int, keep: bool = True) -> list[bytes]:
         """Blocks ``first..last`` decompressed: cached ones from the cache, the
@@ -471,11 +486,18 @@ def compress_section(chunks: Iterable[bytes], block_size: int, level: int = 3, t
             blocks = list(pool.map(compress, pieces))
     else:
         blocks = [compress(p) for p in pieces]
+    return assemble_section(raw_length, block_size, schema.BLOCK_ZSTD, element, blocks)
+
+
+def assemble_section(raw_length: int, block_size: int, compression: int, element: int, blocks: list[bytes]) -> list[bytes]:
+    """A blocked section of already stored ``blocks``: its head and block
+    table (rows back to back after the table, each with its block's
+    CRC32C), then the blocks, as byte strings to write in order."""
     count = len(blocks)
-    head = schema.BLOCKED_HEAD2.pack(raw_length, block_size, schema.BLOCK_ZSTD, element, count)
+    head = schema.BLOCKED_HEAD2.pack(raw_length, block_size, compression, element, count)
     refs = np.zeros(count, dtype=schema.BLOCK_REF2_DTYPE)
     sizes = np.fromiter(map(len, blocks), dtype=np.int64, count=count)
     refs["length"] = sizes
-    refs["offset"] = len(head) + count * refs.dtype.itemsize + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if count else 0
+    refs["offset"] = len(head) + count * refs.dtype.itemsize + exclusive_cumsum(sizes)[:-1]
     refs["crc"] = np.fromiter(map(_crc32c, blocks), dtype=np.int64, count=count)
     return [head + refs.tobytes(), *blocks]

@@ -108,7 +108,7 @@ class Reader2(Reader1):
         self._blocked: dict[str, BlockedSection] = {}
         table: list[tuple[str, int, int, BlockedSection | None]] = []
         for i, (name, (off, length)) in enumerate(sorted(sections.items(), key=lambda item: item[1][0])):
-            sid = next(k for k, v in schema.SectionId.NAMES.items() if v == name)
+            sid = schema.SectionId.IDS[name]
             if sid in schema.BLOCKED_SECTIONS2:
                 # Nothing of it is read until it is used (open stays constant in N).
                 blocked = BlockedSection(source, name, off, length, self._crcs[name], cache, i)

@@ -456,6 +456,8 @@ class SectionId:
         1: "lut", 2: "iids", 3: "meta", 4: "groups", 5: "segs",
         6: "spatial_index", 7: "address_index", 8: "codecs", 9: "block_crcs",
     }
+    #: name -> id, the inverse of NAMES
+    IDS = {name: sid for sid, name in NAMES.items()}
     MANDATORY = (1, 2, 3, 4, 5)
 
 

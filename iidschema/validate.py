@@ -49,7 +49,7 @@ import numpy as np
 from . import masks as _masks
 from . import schema
 from .batch import add_batch_arguments  # light: Dask is imported only when a batch runs
-from .blocked import _Cache, unshuffle
+from .blocked import BlockError, _Cache, decode_block
 from .errors import IIDCodecError, IIDError, IIDFormatError
 from .reader2 import PAYLOAD_SLACK
 
@@ -288,34 +288,6 @@ class _Plain(_View):
         return self.offset + o
 
 
-class _BlockError(Exception):
-    """A stored block that does not decode to its content (the message says why)."""
-
-
-def _decode_block(data: Any, compression: int, shuffle: int, raw: int) -> bytes:
-    """The content of one stored block of ``raw`` content bytes, or
-    :class:`_BlockError`.  A zstd frame that declares another size is
-    refused before it is decompressed: ``max_output_size`` bounds only frames
-    that declare none, so a hostile declaration would be allocated."""
-    if compression == schema.BLOCK_STORED:
-        if len(data) != raw:
-            raise _BlockError(f"a stored block of {len(data)} bytes for {raw} content bytes")
-        out = bytes(data)
-    else:
-        import zstandard
-
-        try:
-            declared = zstandard.frame_content_size(data)  # -1: the frame does not say
-            if declared != raw and declared >= 0 and declared != zstandard.CONTENTSIZE_UNKNOWN:
-                raise _BlockError(f"its zstd frame declares {declared} bytes, the block holds {raw}")
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=raw)
-        except zstandard.ZstdError as exc:
-            raise _BlockError(f"not one valid zstd frame of {raw} bytes ({exc})") from None
-        if len(out) != raw:
-            raise _BlockError(f"it decompresses to {len(out)} bytes, not {raw}")
-    return unshuffle(out, shuffle) if shuffle > 1 else out
-
-
 class _Blocked(_View):
     """The content of a version-2 blocked section, read block by block.
 
@@ -359,7 +331,7 @@ class _Blocked(_View):
         cache = self.validator.cache
         data = cache.get((self.sid, b))
         if data is None:
-            data = _decode_block(self.stored(b), self.compression, self.shuffle, self.raw_size(b))
+            data = decode_block(self.stored(b), self.compression, self.shuffle, self.raw_size(b))
             cache.put((self.sid, b), data)
         return data
 
@@ -416,7 +388,6 @@ def _lut_row(lut: _Blocked, key: int) -> tuple[int, str]:
     return lut.at(o), f" [LUT chunk {c} at content offset {o}, block {c}]"
 
 
-_SECTION_IDS = {name: sid for sid, name in schema.SectionId.NAMES.items()}
 
 
 def _section_name(version: int, sid: int) -> str | None:
@@ -907,7 +878,7 @@ class _Validator:
         which of the two their CRC covers, and readers skip them."""
         if version >= 2 and name is None:
             return
-        if version >= 2 and _SECTION_IDS[name] in schema.BLOCKED_SECTIONS2:
+        if version >= 2 and schema.SectionId.IDS[name] in schema.BLOCKED_SECTIONS2:
             head = schema.BLOCKED_HEAD2_SIZE
             if length >= head and _crc32c(self.buf[off : off + head]) != crc:
                 self.add("IID101", label, off, f"{label}: checksum mismatch of the {head}-byte head (the head of the blocked section is damaged)")
@@ -1127,7 +1098,7 @@ class _Validator:
         be located)."""
         views: dict[str, _View | None] = {}
         for name, (off, length) in self.sections.items():
-            sid = _SECTION_IDS[name]
+            sid = schema.SectionId.IDS[name]
             if sid in schema.BLOCKED_SECTIONS2:
                 views[name] = self.guard(name, off, lambda: self.open_blocked(sid, off, length))
             else:
@@ -1224,8 +1195,8 @@ class _Validator:
             if not decodable:
                 continue
             try:
-                content = _decode_block(data, view.compression, view.shuffle, view.raw_size(b))
-            except _BlockError as exc:
+                content = decode_block(data, view.compression, view.shuffle, view.raw_size(b))
+            except BlockError as exc:
                 self.add("IID107", view.name, at, f"{where}: {exc}")
                 continue
             view.usable[b] = True

@@ -13,7 +13,9 @@ allocated for it.
 from __future__ import annotations
 
 import struct
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,11 @@ import zstandard
 
 import iidschema
 from iidschema import IIDChecksumError, IIDFile, IIDFormatError, IIDLimitError, columnar, schema
+from iidschema.blocked import assemble_section
 from iidschema.source import BytesSource, CountingSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+import iidfuzz  # noqa: E402
 
 
 #: Entries of the shared file: enough blocks that one is a small part of it.
@@ -157,16 +163,6 @@ def _patch(data: bytes, at: int, raw: bytes) -> bytes:
     return data[:at] + raw + data[at + len(raw) :]
 
 
-def _fixed(data: bytes) -> bytes:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-    import iidfuzz
-
-    return iidfuzz.fix_checksums(data)
-
-
 def _read_all(data: bytes) -> None:
     with IIDFile(data) as f:
         for e in f.fetch(everything=True):
@@ -196,24 +192,11 @@ def test_a_frame_declaring_a_huge_size_is_refused_before_allocating(v2):
     assert len(bomb) < 64 * 1024
     with IIDFile(v2) as f:
         blocked = f._reader.blocked("iids")
-        head_at = blocked.offset
+        blocked.refs(0, blocked.count - 1)
     # Rebuild the iids section with this one block instead of block 0.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-    import iidfuzz
-
     stored = [bomb] + [v2[off + int(s) : off + int(s) + int(n)] for s, n in zip(starts[1:], sizes[1:])]
-    head = v2[head_at : head_at + schema.BLOCKED_HEAD2_SIZE]
-    table = bytearray()
-    pos = schema.BLOCKED_HEAD2_SIZE + 16 * len(stored)
-    import crc32c
-
-    for z in stored:
-        table += struct.pack("<QII", pos, len(z), crc32c.crc32c(z))
-        pos += len(z)
-    data = iidfuzz._replace_section(v2, schema.SectionId.IIDS, head + bytes(table) + b"".join(stored))
+    section = assemble_section(blocked.raw_length, blocked.block_size, blocked.compression, blocked.shuffle, stored)
+    data = iidfuzz._replace_section(v2, schema.SectionId.IIDS, b"".join(section))
     tracemalloc.start()
     try:
         with pytest.raises(IIDFormatError, match="declares") as info:
@@ -229,23 +212,13 @@ def test_junk_after_a_frame_is_refused(v2):
     with IIDFile(v2) as f:
         meta_len = f._reader.sections()["meta"][1]
     assert meta_len  # (meta is plain: not touched)
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-    import iidfuzz
-
     off, starts, sizes = _stored(v2, "segs")
     stored = [v2[off + int(s) : off + int(s) + int(n)] for s, n in zip(starts, sizes)]
     stored[0] += b"junk"
-    import crc32c
-
-    head = v2[off : off + schema.BLOCKED_HEAD2_SIZE]
-    table, pos = bytearray(), schema.BLOCKED_HEAD2_SIZE + 16 * len(stored)
-    for z in stored:
-        table += struct.pack("<QII", pos, len(z), crc32c.crc32c(z))
-        pos += len(z)
-    data = iidfuzz._replace_section(v2, schema.SectionId.SEGS, head + bytes(table) + b"".join(stored))
+    with IIDFile(v2) as f:
+        segs = f._reader.blocked("segs")
+        section = assemble_section(segs.raw_length, segs.block_size, segs.compression, segs.shuffle, stored)
+    data = iidfuzz._replace_section(v2, schema.SectionId.SEGS, b"".join(section))
     with pytest.raises(IIDFormatError, match="zstd frame") as info:
         _read_all(data)
     assert info.value.section == "segs"
@@ -262,7 +235,7 @@ def test_a_bad_section_head_is_a_format_error(v2, field, value, match):
     off, _, _ = _stored(v2, "segs")
     fields = {name: o for name, o in zip(("raw_length", "block_size", "compression", "shuffle", "count"), (0, 8, 12, 14, 16))}
     fmt = {"raw_length": "<Q", "block_size": "<I", "compression": "<H", "shuffle": "<H", "count": "<I"}[field]
-    data = _fixed(_patch(v2, off + fields[field], struct.pack(fmt, value)))
+    data = iidfuzz.fix_checksums(_patch(v2, off + fields[field], struct.pack(fmt, value)))
     with pytest.raises(IIDFormatError, match=match) as info:
         _read_all(data)
     assert info.value.section == "segs" and off <= info.value.offset < len(data)
@@ -278,14 +251,14 @@ def test_a_table_row_pointing_elsewhere_is_a_format_error(v2, row, delta):
     r = row % count
     at = off + schema.BLOCKED_HEAD2_SIZE + 16 * r
     start = struct.unpack_from("<Q", v2, at)[0]
-    data = _fixed(_patch(v2, at, struct.pack("<Q", (start + delta) % 2**64)))
+    data = iidfuzz.fix_checksums(_patch(v2, at, struct.pack("<Q", (start + delta) % 2**64)))
     with pytest.raises(IIDFormatError) as info:
         _read_all(data)
     assert info.value.section == "segs" and info.value.offset < len(data)
 
 
 def test_a_wrong_entry_count_is_refused_at_open(v2):
-    data = _fixed(_patch(v2, 16, struct.pack("<I", 2**32 - 1)))
+    data = iidfuzz.fix_checksums(_patch(v2, 16, struct.pack("<I", 2**32 - 1)))
     with pytest.raises(IIDFormatError, match="LUT holds"):
         IIDFile(data)
 
@@ -293,12 +266,6 @@ def test_a_wrong_entry_count_is_refused_at_open(v2):
 def test_errors_in_section_contents_carry_file_offsets(v2):
     """A LUT row whose payload runs past the segs content: the error names
     the LUT and the file offset of its block, the content offset in words."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-    import iidfuzz
-
     n = 1024
     plane = schema.LUT_CHUNK_HEAD2 + (4 * 4 + 8 + 4) * n  # seg_length's first plane
     bad = iidfuzz.mutate_content(v2, "lut", 1, [("byte", plane + 3, 0xFF), ("byte", plane + 3 + n, 0xFF),
@@ -332,14 +299,8 @@ def test_a_decompression_bomb_in_a_section_is_refused_by_the_read_limit(v2, monk
     """A groups section whose table claims 256 MiB of JSON, and truly holds
     it, stored as a few KiB of zstd: the read is refused from its size, not
     decompressed (a small file may hold far more than it stores)."""
-    import sys
-    from pathlib import Path
-
     from iidschema import masks
     from iidschema.blocked import compress_section
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-    import iidfuzz
 
     size = 256 << 20
     content = struct.pack("<I", size) + bytes(size)

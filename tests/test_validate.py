@@ -307,7 +307,7 @@ def test_empty_and_tiny_inputs() -> None:
 _SECTION2 = schema.dtype_of(schema.SectionEntry1)
 _HEAD2 = schema.dtype_of(schema.BlockedHead2)
 _REF2 = schema.BLOCK_REF2_DTYPE
-_SID = {name: sid for sid, name in schema.SectionId.NAMES.items()}
+_SID = schema.SectionId.IDS
 _BLOCKED2 = sorted(schema.SectionId.NAMES[sid] for sid in schema.BLOCKED_SECTIONS2)
 
 
