@@ -403,13 +403,6 @@ class ContentSource(ByteSource):
     def _read(self, offset: int, length: int) -> Any:
         return self.read(offset, length)
 
-    def gather(self, offsets: np.ndarray, size: int, section: str = "file") -> np.ndarray:
-        offsets = np.asarray(offsets, dtype=np.int64)
-        out = np.empty((offsets.size, size), dtype=np.uint8)
-        for i, off in enumerate(offsets.tolist()):
-            out[i] = np.frombuffer(self.read(off, size, section), dtype=np.uint8)
-        return out
-
     def buffer(self) -> None:
         return None
 

@@ -14,6 +14,7 @@ size before anything is read or allocated.
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import Any, Iterator
 
@@ -549,14 +550,21 @@ class Reader1(Reader):
 
         return read
 
+    @functools.cached_property
+    def _codec_ids(self) -> list[int] | None:
+        if "codecs" not in self.sections():
+            return None
+        return list(parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", self.sections()["codecs"][0]).ids)
+
+    def codec_ids(self) -> list[int] | None:
+        """The codec ids the ``codecs`` section lists (None: no such
+        section), parsed once."""
+        return self._codec_ids
+
     def _check_codecs(self) -> None:
-        if "codecs" not in self._sections:
-            return
-        off, _ = self._sections["codecs"]
-        parsed = parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", off)
         from .codecs import get_codec
 
-        for codec_id in parsed.ids:
+        for codec_id in self._codec_ids or ():
             get_codec(codec_id)  # raises IIDCodecError naming the id
 
     # -- LUT ----------------------------------------------------------------

@@ -154,12 +154,6 @@ class Reader2(Reader1):
             self._verified_sections.add(name)
         return data
 
-    def codec_ids(self) -> list[int] | None:
-        """The codec ids the ``codecs`` section lists (None: no such section)."""
-        if "codecs" not in self._file_sections:
-            return None
-        return list(parse(schema.Codecs1, self.section_bytes("codecs"), "codecs", self._file_sections["codecs"][0]).ids)
-
     def checked_reader(self, name: str) -> Any:
         base, size = self._sections[name]
         source = self.source
@@ -376,13 +370,11 @@ def decode_rows(block: bytes, m: int, idx: np.ndarray) -> np.ndarray:
         ft = schema.LUT2_DTYPE.fields[name][0]
         n = ft.itemsize
         planes = u8[pos : pos + n * m].reshape(n, m)
-        if name in ("iid_length", "seg_length"):
-            column = np.ascontiguousarray(planes.T).view(ft).reshape(m).astype(np.uint64)
-            rows[name] = column[idx]
-            ends = np.cumsum(column)
-            if m and ((ends[1:] < ends[:-1]).any() or int(ends[-1]) + bases[name == "seg_length"] >= 2**64):
-                raise IIDFormatError(f"LUT chunk: {name[:3]} record offsets overflow 64 bits")
-            rows[f"{name[:3]}_offset"] = ends[idx] - column[idx] + np.uint64(bases[name == "seg_length"])
+        if name in _LENGTHS:
+            column = np.ascontiguousarray(planes.T).view(ft).reshape(1, m)
+            rows[name] = column[0, idx]
+            kind = _LENGTHS[name]
+            rows[f"{kind}_offset"] = _offsets(column, np.array([bases[kind == "seg"]], dtype=np.uint64), kind)[0, idx]
         else:
             rows[name] = np.ascontiguousarray(planes[:, idx].T).view(ft).reshape(idx.size)
         pos += n * m
@@ -413,15 +405,28 @@ def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2) -> np.ndarray
         planes = u8[:, pos : pos + n * m].reshape(nb, n, m)
         rows[name] = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(ft).reshape(nb, m)
         pos += n * m
-    for k, name in enumerate(("iid", "seg")):
-        lens = rows[f"{name}_length"].astype(np.uint64)
-        offs = rows[f"{name}_offset"]
-        offs[:, 0] = heads[:, k]
-        np.cumsum(lens[:, :-1], axis=1, out=offs[:, 1:])
-        offs[:, 1:] += heads[:, k : k + 1]
-        if (offs[:, -1] < heads[:, k]).any() or (offs[:, 1:] < offs[:, :-1]).any():
-            raise IIDFormatError(f"LUT chunk: {name} record offsets overflow 64 bits")
+    for k, kind in enumerate(("iid", "seg")):
+        rows[f"{kind}_offset"] = _offsets(rows[f"{kind}_length"], heads[:, k], kind)
     return rows
+
+
+#: The length columns of a LUT row, and the records they measure.
+_LENGTHS = {"iid_length": "iid", "seg_length": "seg"}
+
+
+def _offsets(lengths: np.ndarray, bases: np.ndarray, kind: str) -> np.ndarray:
+    """``(chunks, m)`` record offsets: each chunk's base plus the lengths of
+    its rows before (uint64), refused when they overflow 64 bits (a wrapped
+    offset would point back into the content)."""
+    lens = lengths.astype(np.uint64)
+    offs = np.empty(lens.shape, dtype=np.uint64)
+    offs[:, 0] = bases
+    np.cumsum(lens[:, :-1], axis=1, out=offs[:, 1:])
+    offs[:, 1:] += bases[:, None]
+    last = offs[:, -1] + lens[:, -1]
+    if (offs[:, -1] < bases).any() or (offs[:, 1:] < offs[:, :-1]).any() or (last < offs[:, -1]).any():
+        raise IIDFormatError(f"LUT chunk: {kind} record offsets overflow 64 bits")
+    return offs
 
 
 def bboxes_of(rows: np.ndarray) -> np.ndarray:

@@ -762,16 +762,9 @@ def records_to_planar(arr: np.ndarray) -> bytes:
 
 LutChunk2 = Struct(*LutChunkHead2.subcons, "rows" / BytePlanar(this._params.entries, LutEntry2))
 
-File2 = Struct(
-    "header" / Header2,
-    "sections" / Array(
-        this.header.section_count,
-        Pointer(
-            lambda ctx: ctx.header.sections[ctx._index].offset,
-            FixedSized(lambda ctx: ctx.header.sections[ctx._index].length, GreedyBytes),
-        ),
-    ),
-)
+#: A whole version-2 file: version 1's header and sections (each section's
+#: stored bytes; BlockTable2 and LutChunk2 parse what is inside them).
+File2 = File1
 
 # --------------------------------------------------------------------------
 # Version dispatch
