@@ -23,6 +23,7 @@ from . import schema
 from .adding import AddedColumns
 from .blocked import compress_section
 from .codecs import resolve_codec
+from .codecs.packbits import PackBitsCodec, pack_masks
 from .errors import IIDCodecError, IIDLimitError
 from .masks import exclusive_cumsum
 
@@ -54,24 +55,20 @@ def _whole(block_size: int, element: int) -> int:
     return max(element, block_size // element * element)
 
 
-def _payloads_of_columns(cols: AddedColumns, codec: Any) -> tuple[list[bytes] | bytes, np.ndarray]:
-    """The payloads of entries added by ``add_many``: for packbits, their
-    packed stream as it is (it *is* the concatenated payloads)."""
-    pm = cols.packed
-    if codec is None:
-        lens = np.diff(pm.starts)
-        return pm.packed[int(pm.starts[0]) : int(pm.starts[-1])].tobytes(), lens
-    return _encode([cols.mask(i) for i in range(len(cols))], codec)
+def _packed_payloads(pm: Any) -> tuple[bytes, np.ndarray]:
+    """The packbits payloads of a packed stream: the stream itself (it *is*
+    the concatenated payloads) and their lengths."""
+    return pm.packed[int(pm.starts[0]) : int(pm.starts[-1])].tobytes(), np.diff(pm.starts)
 
 
-def _encode(masks: list[np.ndarray], codec: Any) -> tuple[list[bytes], np.ndarray]:
+def _encode(masks: list[np.ndarray], codec: Any) -> tuple[list[bytes] | bytes, np.ndarray]:
+    """The payloads of ``masks``: packbits (``codec`` None) packed together,
+    else one ``codec.encode`` each."""
     if codec is None:
-        payloads = [np.packbits(m, axis=None).tobytes() for m in masks]
-    else:
-        # An empty bbox has no payload, whatever a codec would make of it.
-        payloads = [bytes(codec.encode(m)) if m.size else b"" for m in masks]
-    lens = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
-    return payloads, lens
+        return _packed_payloads(pack_masks(masks))
+    # An empty bbox has no payload, whatever a codec would make of it.
+    payloads = [bytes(codec.encode(m)) if m.size else b"" for m in masks]
+    return payloads, np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
 
 
 def write_v2(
@@ -102,8 +99,8 @@ def write_v2(
     if not 1 <= block_size <= schema.MAX_BLOCK_SIZE2:
         raise ValueError(f"block_size must be in 1..{schema.MAX_BLOCK_SIZE2}, got {block_size}")
     resolved = resolve_codec(codec)
-    if resolved is not None and resolved.id == 0 and type(resolved).__name__ == "PackBitsCodec":
-        resolved = None  # the built-in packbits: the fast path
+    if isinstance(resolved, PackBitsCodec) and type(resolved).encode is PackBitsCodec.encode:
+        resolved = None  # the built-in packbits (not a subclass that encodes otherwise): the fast path
     codec_id = 0 if resolved is None else int(resolved.id)
     seg_chunks: list[Any] = []
     iid_chunks: list[bytes] = []
@@ -119,7 +116,10 @@ def write_v2(
             raise ValueError("more records than announced")
         if type(batch) is AddedColumns:
             iid_recs = _iid_records(batch.addresses, batch.domains, done)
-            payloads, lens = _payloads_of_columns(batch, resolved)
+            if resolved is None:
+                payloads, lens = _packed_payloads(batch.packed)
+            else:
+                payloads, lens = _encode([batch.mask(i) for i in range(nb)], resolved)
             box_parts.append(batch.bboxes)
             area_parts.append(batch.areas)
             addresses += batch.addresses
