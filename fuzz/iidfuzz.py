@@ -296,6 +296,23 @@ def apply(data: bytes, op: tuple) -> bytes:
     return bytes(buf)
 
 
+def byte_ops(max_pos: int = 2**16) -> Any:
+    """A hypothesis strategy of one :func:`apply` operation on raw bytes at
+    positions up to ``max_pos`` (taken modulo the length): flips, overwrites,
+    inserts, deletes, truncations and copies."""
+    from hypothesis import strategies as st
+
+    pos = st.integers(0, max_pos)
+    return st.one_of(
+        st.tuples(st.just("flip"), pos, st.integers(0, 7)),
+        st.tuples(st.just("byte"), pos, st.integers(0, 255)),
+        st.tuples(st.just("insert"), pos, st.binary(min_size=1, max_size=8)),
+        st.tuples(st.just("delete"), pos, st.integers(1, 8)),
+        st.tuples(st.just("truncate"), pos),
+        st.tuples(st.just("copy"), pos, pos, st.integers(1, 32)),
+    )
+
+
 def mutate(data: bytes, ops: Sequence[tuple], fix: bool = False) -> bytes:
     for op in ops:
         data = apply(data, op)

@@ -141,14 +141,7 @@ def mutated_files(draw: Any) -> tuple[str, bytes]:
 
 
 V2_SEEDS = [name for name in SEED_NAMES if name.startswith("v2-") and name != "v2-gen-empty"]
-CONTENT_OPS = st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 2**16), st.integers(0, 7)),
-    st.tuples(st.just("byte"), st.integers(0, 2**16), st.integers(0, 255)),
-    st.tuples(st.just("insert"), st.integers(0, 2**16), st.binary(min_size=1, max_size=8)),
-    st.tuples(st.just("delete"), st.integers(0, 2**16), st.integers(1, 8)),
-    st.tuples(st.just("truncate"), st.integers(0, 2**16)),
-    st.tuples(st.just("copy"), st.integers(0, 2**16), st.integers(0, 2**16), st.integers(1, 32)),
-)
+CONTENT_OPS = iidfuzz.byte_ops()
 
 
 @st.composite

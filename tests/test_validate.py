@@ -665,13 +665,7 @@ def test_version2_cli(tmp_path: Path, capsys) -> None:
 
 # -- random damage ------------------------------------------------------------
 
-_RAW_OPS = st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 2**16), st.integers(0, 7)),
-    st.tuples(st.just("byte"), st.integers(0, 2**16), st.integers(0, 255)),
-    st.tuples(st.just("insert"), st.integers(0, 2**16), st.binary(min_size=1, max_size=8)),
-    st.tuples(st.just("delete"), st.integers(0, 2**16), st.integers(1, 8)),
-    st.tuples(st.just("truncate"), st.integers(0, 2**16)),
-)
+_RAW_OPS = iidfuzz.byte_ops()
 _HUGE = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 7, 8, 255, 2**16 - 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 
 
