@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import numpy as np
+import zstandard
+from crc32c import crc32c
 
 from . import schema
 from . import masks as _masks
@@ -50,12 +52,6 @@ CACHE_BYTES = 64 << 20
 #: A read of more blocks than this decompresses them on two threads (zstd
 #: lets go of the GIL).
 _PARALLEL_BLOCKS = 16
-
-
-def _crc32c(data: Any) -> int:
-    from crc32c import crc32c
-
-    return crc32c(data)
 
 
 class _Cache:
@@ -95,8 +91,6 @@ def _decompressor() -> Any:
     # A ZstdDecompressor must not be shared between threads at once.
     d = getattr(_local, "zd", None)
     if d is None:
-        import zstandard
-
         d = _local.zd = zstandard.ZstdDecompressor()
     return d
 
@@ -119,8 +113,6 @@ def decode_block(data: Any, compression: int, shuffle: int, raw: int) -> bytes:
             raise BlockError(f"a stored block of {len(data)} bytes for {raw} content bytes")
         out = bytes(data)
     else:
-        import zstandard
-
         try:
             declared = zstandard.frame_content_size(data)
             if declared != raw:
@@ -169,7 +161,7 @@ class BlockedSection:
             raise IIDFormatError(f"blocked section {name!r} is {length} bytes, shorter than its {head_size}-byte head",
                                  section=name, offset=offset)
         head = self.source.read(offset, head_size, name)
-        if _crc32c(head) != self.crc:
+        if crc32c(head) != self.crc:
             raise IIDChecksumError(f"head of section {name!r} is damaged (checksum mismatch)", section=name, offset=offset)
         raw_length, block_size, compression, shuffle, count = schema.BLOCKED_HEAD2.unpack(head)
         if block_size == 0 or block_size > schema.MAX_BLOCK_SIZE2:
@@ -289,7 +281,7 @@ class BlockedSection:
     def _decode(self, b: int, data: Any) -> bytes:
         """Stored block ``b`` (its bytes ``data``) checked and decompressed."""
         at = self.offset + int(self.starts[b])
-        if _crc32c(data) != int(self.crcs[b]):
+        if crc32c(data) != int(self.crcs[b]):
             raise IIDChecksumError(f"section {self.name!r}: block {b} is damaged (checksum mismatch)", section=self.name, offset=at)
         try:
             return decode_block(data, self.compression, self.shuffle, self.raw_size(b))
@@ -320,8 +312,15 @@ class BlockedSection:
         return out  # type: ignore[return-value]
 
     def block(self, b: int) -> bytes:
-        """Block ``b`` decompressed (and cached)."""
-        return self.blocks(b, b)[0]
+        """Block ``b`` decompressed (and cached): :meth:`blocks` of one, the
+        path of every random read, without its lists."""
+        data = self.cache.get((self.sid, b))
+        if data is None:
+            self.refs(b, b)
+            at = self.offset + int(self.starts[b])
+            data = self._decode(b, self.source.read(at, int(self.sizes[b]), self.name))
+            self.cache.put((self.sid, b), data)
+        return data
 
     def read(self, o: int, n: int) -> bytes:
         """Content bytes ``[o, o + n)`` (checked to lie in the content)."""
@@ -340,11 +339,11 @@ class BlockedSection:
                                 "(iidschema.masks.MAX_MASK_PIXELS); raise it if you trust this file")
         size = self.block_size
         first, last = o // size, (o + n - 1) // size
-        # A large read is not kept: one scan must not flush the cache.
-        parts = self.blocks(first, last, keep=(last - first) < 64)
         if first == last:
             start = o - first * size
-            return parts[0][start : start + n]
+            return self.block(first)[start : start + n]
+        # A large read is not kept: one scan must not flush the cache.
+        parts = self.blocks(first, last, keep=(last - first) < 64)
         parts[0] = parts[0][o - first * size :]
         parts[-1] = parts[-1][: o + n - last * size]
         return b"".join(parts)
@@ -451,8 +450,10 @@ def shuffle(data: Any, size: int) -> bytes:
 def unshuffle(data: Any, size: int) -> bytes:
     """The inverse of :func:`shuffle`."""
     k = len(data) // size * size
-    u8 = np.frombuffer(data, dtype=np.uint8)
-    return np.ascontiguousarray(u8[:k].reshape(size, -1).T).tobytes() + bytes(u8[k:])
+    # One strided copy straight into the bytes (a random read unshuffles a
+    # whole index block for a few records: this is most of its cost).
+    body = np.frombuffer(data, dtype=np.uint8, count=k).reshape(size, -1).T.tobytes()
+    return body if k == len(data) else body + bytes(data[k:])
 
 
 def compress_section(chunks: Iterable[bytes], block_size: int, level: int = 3, threads: int = 2, element: int = 0) -> list[bytes]:
@@ -460,8 +461,6 @@ def compress_section(chunks: Iterable[bytes], block_size: int, level: int = 3, t
     and block table, then the blocks (zstd; each byte-shuffled first when
     ``element`` > 1), as a list of byte strings to write in order.  Blocks
     are compressed on ``threads`` threads."""
-    import zstandard
-
     data = b"".join(chunks)
     raw_length = len(data)
     view = memoryview(data)
@@ -492,5 +491,5 @@ def assemble_section(raw_length: int, block_size: int, compression: int, element
     sizes = np.fromiter(map(len, blocks), dtype=np.int64, count=count)
     refs["length"] = sizes
     refs["offset"] = len(head) + count * refs.dtype.itemsize + exclusive_cumsum(sizes)[:-1]
-    refs["crc"] = np.fromiter(map(_crc32c, blocks), dtype=np.int64, count=count)
+    refs["crc"] = np.fromiter(map(crc32c, blocks), dtype=np.int64, count=count)
     return [head + refs.tobytes(), *blocks]

@@ -359,25 +359,35 @@ class Reader2(Reader1):
 
 
 def decode_rows(block: bytes, m: int, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of a LUT chunk of ``m`` entries: their bytes gathered from
-    the byte-planar columns, and their offsets from the chunk's bases and
-    the two length columns (the only ones read whole)."""
-    u8 = np.frombuffer(block, dtype=np.uint8, count=schema.LUT_CHUNK_HEAD2 + m * schema.LUT2_ROW)
+    """Rows ``idx`` of a LUT chunk of ``m`` entries, without decoding the
+    chunk (a random read needs one row of 1024).
+
+    Byte-planar columns laid one after another make the chunk's columns a
+    ``(LUT2_ROW, m)`` byte matrix: byte ``q`` of row ``j``'s record is at
+    ``[q, j]``.  A row's record is therefore one gather of a column of that
+    matrix, and its record offsets are the chunk's bases plus prefix sums of
+    the two length columns (the only ones read whole).
+    """
+    head = schema.LUT_CHUNK_HEAD2
+    planes = np.frombuffer(block, dtype=np.uint8, count=head + m * schema.LUT2_ROW)[head:].reshape(schema.LUT2_ROW, m)
     bases = schema.LUT_CHUNK_HEAD2_FMT.unpack_from(block, 0)
     rows = np.empty(idx.size, dtype=ROWS_DTYPE)
-    pos = schema.LUT_CHUNK_HEAD2
-    for name in schema.LUT2_DTYPE.names:
-        ft = schema.LUT2_DTYPE.fields[name][0]
-        n = ft.itemsize
-        planes = u8[pos : pos + n * m].reshape(n, m)
-        if name in _LENGTHS:
-            column = np.ascontiguousarray(planes.T).view(ft).reshape(1, m)
-            rows[name] = column[0, idx]
-            kind = _LENGTHS[name]
-            rows[f"{kind}_offset"] = _offsets(column, np.array([bases[kind == "seg"]], dtype=np.uint64), kind)[0, idx]
+    _stored_bytes(rows)[:, : schema.LUT2_ROW] = planes[:, idx].T
+    for field, kind in _LENGTHS.items():
+        ft, at = schema.LUT2_DTYPE.fields[field][:2]
+        column = np.ascontiguousarray(planes[at : at + ft.itemsize].T).view(ft).reshape(m)
+        base = bases[kind == "seg"]
+        # The chunk's end checked exactly, as decode_chunks does (then no
+        # offset in the chunk wraps and the uint64 sums below are exact):
+        # a uint64 sum of 1024 lengths below 2**53 cannot wrap; hostile
+        # lengths take the exact sum of the byte planes.
+        if int(column.max()) < 1 << 53:
+            total = int(column.sum(dtype=np.uint64))
         else:
-            rows[name] = np.ascontiguousarray(planes[:, idx].T).view(ft).reshape(idx.size)
-        pos += n * m
+            total = sum(int(s) << (8 * b) for b, s in enumerate(planes[at : at + ft.itemsize].sum(axis=1).tolist()))
+        if base + total >= 1 << 64:
+            raise IIDFormatError(f"LUT chunk: {kind} record offsets overflow 64 bits")
+        rows[f"{kind}_offset"] = [base + int(column[:j].sum(dtype=np.uint64)) for j in idx.tolist()]
     return rows
 
 
@@ -396,18 +406,20 @@ def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2) -> np.ndarray
     u8 = np.frombuffer(blocks[0] if nb == 1 else b"".join(blocks), dtype=np.uint8).reshape(nb, size)
     heads = u8[:, : schema.LUT_CHUNK_HEAD2].copy().view("<u8")  # (chunks, 2): iid_base, seg_base
     rows = np.empty((nb, m), dtype=ROWS_DTYPE)
-    pos = schema.LUT_CHUNK_HEAD2
-    for name in schema.LUT2_DTYPE.names:
-        ft = schema.LUT2_DTYPE.fields[name][0]
-        n = ft.itemsize
-        # The planes of every chunk made contiguous values, then one typed
-        # (strided) store: far cheaper than storing byte by byte.
-        planes = u8[:, pos : pos + n * m].reshape(nb, n, m)
-        rows[name] = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(ft).reshape(nb, m)
-        pos += n * m
+    # A chunk's columns are a (LUT2_ROW, m) byte matrix (see decode_rows):
+    # its transpose is the records, stored in one strided copy into the
+    # rows' leading LUT2_ROW bytes (ROWS_DTYPE begins with LUT2_DTYPE).
+    _stored_bytes(rows).reshape(nb, m, ROWS_DTYPE.itemsize)[:, :, : schema.LUT2_ROW] = \
+        u8[:, schema.LUT_CHUNK_HEAD2 :].reshape(nb, schema.LUT2_ROW, m).transpose(0, 2, 1)
     for k, kind in enumerate(("iid", "seg")):
         rows[f"{kind}_offset"] = _offsets(rows[f"{kind}_length"], heads[:, k], kind)
     return rows
+
+
+def _stored_bytes(rows: np.ndarray) -> np.ndarray:
+    """``(rows, ROWS_DTYPE.itemsize)`` bytes of (contiguous) ``rows``: their
+    first ``LUT2_ROW`` bytes are the stored record."""
+    return rows.reshape(-1).view(np.uint8).reshape(-1, ROWS_DTYPE.itemsize)
 
 
 #: The length columns of a LUT row, and the records they measure.
