@@ -288,10 +288,12 @@ class BlockedSection:
         except BlockError as exc:
             raise IIDFormatError(f"section {self.name!r}: block {b}: {exc}", section=self.name, offset=at) from None
 
-    def blocks(self, first: int, last: int, keep: bool = True) -> list[bytes]:
+    def blocks(self, first: int, last: int, keep: bool = True, parallel: bool = True) -> list[bytes]:
         """Blocks ``first..last`` decompressed: cached ones from the cache, the
         others read in one range of the file (they lie back to back) and
-        decompressed, on two threads when there are many."""
+        decompressed, on two threads when there are many (and ``parallel``:
+        a caller that already runs on worker threads passes False, since
+        pools inside pools double the CPU time of a bulk read)."""
         out: list[bytes | None] = [self.cache.get((self.sid, b)) for b in range(first, last + 1)]
         missing = [first + i for i, v in enumerate(out) if v is None]
         if missing:
@@ -300,7 +302,7 @@ class BlockedSection:
             base = int(self.starts[lo])
             span = self.source.read(self.offset + base, int(self.starts[hi] + self.sizes[hi]) - base, self.name)
             jobs = [(b, span[int(self.starts[b]) - base : int(self.starts[b] + self.sizes[b]) - base]) for b in missing]
-            if len(jobs) > _PARALLEL_BLOCKS:
+            if parallel and len(jobs) > _PARALLEL_BLOCKS:
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     done = list(pool.map(lambda job: self._decode(*job), jobs))
             else:
@@ -322,8 +324,9 @@ class BlockedSection:
             self.cache.put((self.sid, b), data)
         return data
 
-    def read(self, o: int, n: int) -> bytes:
-        """Content bytes ``[o, o + n)`` (checked to lie in the content)."""
+    def read(self, o: int, n: int, parallel: bool = True) -> bytes:
+        """Content bytes ``[o, o + n)`` (checked to lie in the content);
+        ``parallel`` as for :meth:`blocks`."""
         if o < 0 or n < 0 or o + n > self.raw_length:
             b, at = self.where(o)
             raise IIDFormatError(f"{n} bytes at content offset {o} run past the {self.raw_length} bytes of section {self.name!r}",
@@ -343,7 +346,7 @@ class BlockedSection:
             start = o - first * size
             return self.block(first)[start : start + n]
         # A large read is not kept: one scan must not flush the cache.
-        parts = self.blocks(first, last, keep=(last - first) < 64)
+        parts = self.blocks(first, last, keep=(last - first) < 64, parallel=parallel)
         parts[0] = parts[0][o - first * size :]
         parts[-1] = parts[-1][: o + n - last * size]
         return b"".join(parts)

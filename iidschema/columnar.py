@@ -226,9 +226,10 @@ def _packed_v2(reader: Any, keys: np.ndarray, limit: int) -> MaskColumns | None:
 
 
 def _unpacked(reader: Any, lo: int, hi: int) -> np.ndarray:
-    """Segs content ``[lo, hi)`` read and unpacked (``bool``)."""
-    base = reader._sections["segs"][0]
-    return np.unpackbits(np.frombuffer(reader.source.read(base + lo, hi - lo, "segs"), dtype=np.uint8)).view(np.bool_)
+    """Segs content ``[lo, hi)`` read and unpacked (``bool``), on the
+    calling (worker) thread alone."""
+    data = reader.blocked("segs").read(lo, hi - lo, parallel=False)  # errors at file offsets already
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8)).view(np.bool_)
 
 
 def _whole_mask_parts(reader: Any, offs: np.ndarray, ends: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -204,10 +204,9 @@ class Reader2(Reader1):
     def lut(self) -> np.ndarray:
         """Every LUT row decoded (:data:`ROWS_DTYPE`: the stored fields and
         each record's offset), a copy, not a view of the file."""
-        if self._lut is None:
-            keys = np.arange(self.count, dtype=np.int64)
-            self._lut = self._rows(keys) if self.count else np.zeros(0, ROWS_DTYPE)
-        return self._lut
+        if not self.count:
+            return np.zeros(0, ROWS_DTYPE)
+        return self._rows(np.arange(self.count, dtype=np.int64))
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """LUT rows of ``keys``: each chunk they touch decompressed and
@@ -237,6 +236,8 @@ class Reader2(Reader1):
             raise IIDLimitError(f"the LUT rows of {keys.size} entries take {keys.size * ROWS_DTYPE.itemsize} bytes, above the "
                                 f"limit of {_masks.MAX_MASK_PIXELS} (iidschema.masks.MAX_MASK_PIXELS); read fewer keys at once, "
                                 "or raise the limit if you trust this file")
+        if keys.size == self.count and keys[0] == 0 and keys[-1] == self.count - 1 and (np.diff(keys) == 1).all():
+            return self._all_rows()
         which = keys // chunk
         chunks = np.unique(which).tolist()
         missing = [c for c in chunks if c not in self._chunks]
@@ -257,13 +258,35 @@ class Reader2(Reader1):
                     self._chunk(c, blocks[c - lo])
         if len(chunks) == 1:
             return self._chunk(chunks[0])[keys - chunks[0] * chunk]
-        if len(chunks) * chunk >= self.count and keys.size == self.count and self.count:
-            table = np.concatenate([self._chunk(c) for c in range(len(chunks))])
-            return table if keys[0] == 0 and (np.diff(keys) == 1).all() else table[keys]
         rows = np.empty(keys.size, dtype=ROWS_DTYPE)
         for c in chunks:
             sel = which == c
             rows[sel] = self._chunk(c)[keys[sel] - c * chunk]
+        return rows
+
+    def _all_rows(self) -> np.ndarray:
+        """Every LUT row (kept as :attr:`lut`): all blocks read in one range
+        and decompressed on two threads, then every whole chunk decoded in
+        one pass into a single array (the chunks are views of it)."""
+        if self._lut is not None:
+            return self._lut
+        chunk, count = schema.LUT_CHUNK2, self.count
+        nchunks = -(-count // chunk)
+        blocks = self._blocked["lut"].blocks(0, nchunks - 1, keep=False)
+        rows = np.empty(count, dtype=ROWS_DTYPE)
+        full = count // chunk
+        try:
+            if full:
+                decode_chunks(blocks[:full], out=rows[: full * chunk])
+            if full < nchunks:
+                decode_chunks(blocks[full:], count - full * chunk, out=rows[full * chunk :])
+        except IIDFormatError:
+            for c in range(nchunks):  # one chunk at a time, for a message naming the bad one
+                self._decode(c, blocks[c])
+            raise
+        for c in range(nchunks):
+            self._chunks[c] = rows[c * chunk : (c + 1) * chunk]
+        self._lut = rows
         return rows
 
     def _locate_rows(self, keys: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -397,15 +420,16 @@ def decode_chunk(block: bytes, m: int) -> np.ndarray:
     return decode_chunks([block], m)[0]
 
 
-def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2) -> np.ndarray:
+def decode_chunks(blocks: list[bytes], m: int = schema.LUT_CHUNK2, out: np.ndarray | None = None) -> np.ndarray:
     """LUT chunks of ``m`` entries each (whole chunks, or the last one alone)
     decoded together: ``(chunks, m)`` :data:`ROWS_DTYPE` rows -- the
-    byte-planar columns, and record offsets from each chunk's bases."""
+    byte-planar columns, and record offsets from each chunk's bases --
+    written into ``out`` (contiguous) when given."""
     size = schema.LUT_CHUNK_HEAD2 + m * schema.LUT2_ROW
     nb = len(blocks)
     u8 = np.frombuffer(blocks[0] if nb == 1 else b"".join(blocks), dtype=np.uint8).reshape(nb, size)
     heads = u8[:, : schema.LUT_CHUNK_HEAD2].copy().view("<u8")  # (chunks, 2): iid_base, seg_base
-    rows = np.empty((nb, m), dtype=ROWS_DTYPE)
+    rows = np.empty((nb, m), dtype=ROWS_DTYPE) if out is None else out.reshape(nb, m)
     # A chunk's columns are a (LUT2_ROW, m) byte matrix (see decode_rows):
     # its transpose is the records, stored in one strided copy into the
     # rows' leading LUT2_ROW bytes (ROWS_DTYPE begins with LUT2_DTYPE).
