@@ -203,7 +203,7 @@ class Reader2(Reader1):
     @property
     def lut(self) -> np.ndarray:
         """Every LUT row decoded (:data:`ROWS_DTYPE`: the stored fields and
-        each record's offset), a copy, not a view of the file."""
+        each record's offset): decoded once and kept, read-only."""
         if not self.count:
             return np.zeros(0, ROWS_DTYPE)
         return self._rows(np.arange(self.count, dtype=np.int64))
@@ -284,6 +284,7 @@ class Reader2(Reader1):
             for c in range(nchunks):  # one chunk at a time, for a message naming the bad one
                 self._decode(c, blocks[c])
             raise
+        rows.flags.writeable = False  # shared by every caller (and IIDFile.lut)
         for c in range(nchunks):
             self._chunks[c] = rows[c * chunk : (c + 1) * chunk]
         self._lut = rows
