@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import zstandard
 
 import iidschema
@@ -344,3 +346,66 @@ def test_the_fast_paths_agree_with_the_declarations(v2):
         assert table.count == segs.count and table.raw_length == segs.raw_length and table.block_size == segs.block_size
         assert np.array_equal(table.blocks["offset"].astype(np.int64), segs.starts)
         assert np.array_equal(table.blocks["crc"].astype(np.int64), segs.crcs)
+
+
+# --------------------------------------------------------------------------
+# The two LUT decoders: one row alone, and whole chunks
+# --------------------------------------------------------------------------
+
+_LENGTH = st.one_of(st.integers(0, 300), st.sampled_from([2**32 - 1, 2**53 - 1, 2**53, 2**63, 2**64 - 1]),
+                    st.integers(0, 2**64 - 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(m=st.integers(1, 40), data=st.data())
+def test_one_row_decodes_as_its_chunk_does(m, data):
+    """decode_rows (a random read) gathers a row from the chunk's byte matrix
+    and sums the lengths before it; decode_chunk decodes every column.  They
+    agree on every row, and refuse the same chunks (offsets past 2**64),
+    whatever the lengths and bases."""
+    from iidschema.reader2 import decode_chunk, decode_rows
+
+    rows = np.zeros(m, dtype=schema.LUT2_DTYPE)
+    for name in schema.LUT2_DTYPE.names:
+        top = 2 ** (8 * schema.LUT2_DTYPE.fields[name][0].itemsize) - 1
+        if name in ("iid_length", "seg_length"):
+            values = data.draw(st.lists(_LENGTH.map(lambda v, top=top: min(v, top)), min_size=m, max_size=m))
+        else:
+            values = data.draw(st.lists(st.integers(0, top), min_size=m, max_size=m))
+        rows[name] = values
+    bases = data.draw(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)))
+    block = schema.LUT_CHUNK_HEAD2_FMT.pack(*bases) + schema.records_to_planar(rows)
+    idx = np.array(data.draw(st.lists(st.integers(0, m - 1), min_size=1, max_size=5)))
+    try:
+        whole = decode_chunk(block, m)
+    except IIDFormatError:
+        with pytest.raises(IIDFormatError, match="overflow"):
+            decode_rows(block, m, idx)
+        return
+    assert decode_rows(block, m, idx).tobytes() == whole[idx].tobytes()
+    for name in schema.LUT2_DTYPE.names:
+        assert np.array_equal(whole[name], rows[name])
+
+
+def test_worker_threads_of_masks_start_no_pools_of_their_own(v2, monkeypatch):
+    """masks() reads its parts on two worker threads; a part's blocks are
+    decompressed on its worker (a pool inside each worker doubled the CPU
+    time of the bulk read)."""
+    import threading
+
+    from iidschema import blocked
+
+    real = blocked.ThreadPoolExecutor
+    started_by = []
+
+    def spy(*args, **kwargs):
+        started_by.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blocked, "ThreadPoolExecutor", spy)
+    monkeypatch.setattr(columnar, "V2_PART", 1 << 16)  # parts of many blocks (more than _PARALLEL_BLOCKS)
+    monkeypatch.setattr(blocked, "_PARALLEL_BLOCKS", 0)
+    with IIDFile(v2) as f:
+        cols = f.masks()
+        assert len(cols) == len(f) and len(cols.buffers) > 2
+        assert all(started_by)  # only the calling thread's LUT read may use a pool
