@@ -103,21 +103,33 @@ class AddedColumns:
 
 def popcounts(pm: PackedMasks) -> np.ndarray:
     """Set pixels of each mask of ``pm`` (int64), from its packed stream:
-    bits counted 64 at a time, a prefix sum over the words, and each mask's
-    start corrected for the bytes of its first word before it."""
+    bits counted 64 at a time, summed per mask, and each mask's start
+    corrected for the bytes of its first word before it.
+
+    The stream is read in place as words (its last partial word apart):
+    a copy, or a prefix sum over every word, would write fresh memory
+    the size of the stream, which costs more than the counting."""
     starts = pm.starts
     nbytes = int(starts[-1])
-    words = np.zeros(nbytes // 8 + 2, dtype="<u8")
-    words.view(np.uint8)[:nbytes] = pm.packed[:nbytes]
     if not hasattr(np, "bitwise_count"):  # numpy < 2
-        table = _POPCOUNT[words.view(np.uint8)].astype(np.int64)
+        table = _POPCOUNT[pm.packed[:nbytes]].astype(np.int64)
         prefix = exclusive_cumsum(table)
         return prefix[starts[1:]] - prefix[starts[:-1]]
-    per_word = exclusive_cumsum(np.bitwise_count(words))
+    k = nbytes // 8
+    body = np.frombuffer(pm.packed, dtype="<u8", count=k)
+    tail = np.zeros(1, dtype="<u8")  # word k: the last bytes, zero-padded
+    tail.view(np.uint8)[: nbytes - 8 * k] = np.frombuffer(pm.packed, dtype=np.uint8, count=nbytes)[8 * k :]
+    counts = np.concatenate([np.bitwise_count(body), np.bitwise_count(tail)])
+    # Mask i covers words at[i] .. at[i + 1] (the last partly): the bits of
+    # words at[i] .. at[i + 1] - 1 (np.add.reduceat gives one word's count for
+    # an empty range: those are zeroed), plus the bytes of word at[i + 1]
+    # before its end, less the bytes of word at[i] before its start.
     at = starts >> 3
-    before = np.bitwise_count(words[at] & _LOW_BYTES[starts & 7])
-    prefix = per_word[at] + before
-    return prefix[1:] - prefix[:-1]
+    words_of = np.add.reduceat(counts, at, dtype=np.int64)[:-1]
+    words_of[at[1:] == at[:-1]] = 0
+    first = np.where(at < k, body[np.minimum(at, max(k - 1, 0))] if k else tail[0], tail[0])
+    before = np.bitwise_count(first & _LOW_BYTES[starts & 7]).astype(np.int64)
+    return words_of + before[1:] - before[:-1]
 
 
 #: The low ``k`` bytes of a little-endian 64-bit word set, for k = 0..7.
